@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The project's set-up and everyday commands. Each bootstraps .venv/ from nothing first.
+#   ./dev.sh run [usercounts run options]   the nightly job on the embedded default
+#   ./dev.sh test [pytest options]          lint + the test suite (what CI runs)
+#   ./dev.sh lint                           ruff + sqlfluff only
+#   ./dev.sh lock                           re-resolve requirements.lock from pyproject.toml
+#   ./dev.sh usercounts ARGS...             any usercounts command
+set -euo pipefail
+cd "$(dirname "$0")"
+
+UV_VERSION=0.13.8
+
+python_311() {
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+      echo "$candidate"
+      return
+    fi
+  done
+  echo "usercounts needs Python 3.11 (python3.11 or python3 on PATH)" >&2
+  exit 1
+}
+
+bootstrap() {
+  if [ ! -x .venv/bin/python ]; then
+    "$(python_311)" -m venv .venv
+  fi
+  # Reinstall only when the pinned requirements change.
+  local stamp
+  stamp=".venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+  if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet "uv==${UV_VERSION}"
+    .venv/bin/uv pip install --quiet --python .venv/bin/python -r requirements.lock
+    .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e .
+    rm -f .venv/.installed-*
+    touch "$stamp"
+  fi
+}
+
+lint() {
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check .
+  .venv/bin/sqlfluff lint models macros --disable-progress-bar --nocolor
+}
+
+command="${1:-}"
+[ $# -gt 0 ] && shift
+case "$command" in
+  run)
+    bootstrap
+    exec .venv/bin/usercounts run "$@"
+    ;;
+  test)
+    bootstrap
+    lint
+    exec .venv/bin/pytest "$@"
+    ;;
+  lint)
+    bootstrap
+    lint
+    ;;
+  lock)
+    bootstrap
+    exec .venv/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+      -o requirements.lock
+    ;;
+  usercounts)
+    bootstrap
+    exec .venv/bin/usercounts "$@"
+    ;;
+  *)
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

@@ -1,0 +1,44 @@
+{#- Parsing landing text. Each returns null when the text does not parse, so the base models
+    can name the reason and the row can be quarantined instead of failing the build. -#}
+
+{#- An instant as a naive UTC timestamp: an offset is converted, no offset means UTC. -#}
+{% macro parse_timestamp(column) -%}
+    {{ return(adapter.dispatch('parse_timestamp', 'usercounts')(column)) }}
+{%- endmacro %}
+
+{% macro default__parse_timestamp(column) -%}
+    cast(try_cast(nullif(trim({{ column }}), '') as timestamp with time zone) as timestamp)
+{%- endmacro %}
+
+{% macro duckdb__parse_timestamp(column) -%}
+    timezone('UTC', try_cast(nullif(trim({{ column }}), '') as timestamptz))
+{%- endmacro %}
+
+{% macro parse_date(column) -%}
+    try_cast(nullif(trim({{ column }}), '') as date)
+{%- endmacro %}
+
+{% macro parse_integer(column) -%}
+    try_cast(nullif(trim({{ column }}), '') as bigint)
+{%- endmacro %}
+
+{% macro parse_boolean(column) -%}
+    case
+        when lower(trim({{ column }})) in ('true', 't', '1', 'yes', 'y') then true
+        when lower(trim({{ column }})) in ('false', 'f', '0', 'no', 'n') then false
+    end
+{%- endmacro %}
+
+{% macro is_blank(column) -%}
+    nullif(trim({{ column }}), '') is null
+{%- endmacro %}
+
+{#- The first failing check of a row, as text, or null when the row is good.
+    checks: list of (condition, reason) pairs, in the order they are reported. -#}
+{% macro first_failed_check(checks) -%}
+    case
+        {%- for condition, reason in checks %}
+        when {{ condition }} then {{ reason }}
+        {%- endfor %}
+    end
+{%- endmacro %}

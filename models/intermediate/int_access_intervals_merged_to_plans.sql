@@ -1,0 +1,111 @@
+-- Per (plan, user): the days on which the user is counted in the plan, with its status.
+-- Day d's figure is at d + 1 day 00:00 and sees events before it, i.e. events dated <= d,
+-- so an instance span [valid_from, valid_to) counts on days date(valid_from) ..
+-- date(valid_to) - 1. A user is active in the plan on a day when active on any of its
+-- instances, invited when invited on some and active on none.
+-- last_day is null while the status lasts.
+with
+
+spans as (
+    select * from {{ ref('int_access_state_intervals') }}
+),
+
+instances as (
+    select * from {{ ref('stg_landing__instances') }}
+),
+
+instance_days as (
+    select
+        instances.plan_id,
+        spans.user_id,
+        spans.state,
+        cast(spans.valid_from as date) as first_day,
+        cast(spans.valid_to as date) - 1 as last_day
+    from spans
+    inner join instances on spans.instance_id = instances.instance_id
+    where spans.valid_to is null or cast(spans.valid_to as date) > cast(spans.valid_from as date)
+),
+
+deltas as (
+    select
+        plan_id,
+        user_id,
+        first_day as day,
+        case when state = 'active' then 1 else 0 end as active_delta,
+        case when state = 'invited' then 1 else 0 end as invited_delta
+    from instance_days
+
+    union all
+
+    select
+        plan_id,
+        user_id,
+        last_day + 1 as day,
+        case when state = 'active' then -1 else 0 end as active_delta,
+        case when state = 'invited' then -1 else 0 end as invited_delta
+    from instance_days
+    where last_day is not null
+),
+
+daily_deltas as (
+    select
+        plan_id,
+        user_id,
+        day,
+        sum(active_delta) as active_delta,
+        sum(invited_delta) as invited_delta
+    from deltas
+    group by plan_id, user_id, day
+),
+
+instance_counts as (
+    select
+        plan_id,
+        user_id,
+        day,
+        sum(active_delta) over by_day as active_instances,
+        sum(invited_delta) over by_day as invited_instances
+    from daily_deltas
+    window by_day as (
+        partition by plan_id, user_id order by day
+        rows between unbounded preceding and current row
+    )
+),
+
+statuses as (
+    select
+        plan_id,
+        user_id,
+        day,
+        case
+            when active_instances > 0 then 'active'
+            when invited_instances > 0 then 'invited'
+            else 'none'
+        end as status
+    from instance_counts
+),
+
+status_changes as (
+    select
+        *,
+        lag(status, 1, 'none') over (partition by plan_id, user_id order by day) as status_before
+    from statuses
+),
+
+segments as (
+    select
+        plan_id,
+        user_id,
+        status,
+        day as first_day,
+        lead(day) over (partition by plan_id, user_id order by day) - 1 as last_day
+    from status_changes
+    where status <> status_before
+),
+
+final as (
+    select * from segments
+    where status <> 'none'
+)
+
+select * from final

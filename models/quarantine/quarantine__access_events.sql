@@ -1,0 +1,3 @@
+{{ config(alias='access_events') }}
+
+{{ quarantine_rows('access_events') }}

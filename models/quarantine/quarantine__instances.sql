@@ -1,0 +1,3 @@
+{{ config(alias='instances') }}
+
+{{ quarantine_rows('instances') }}

@@ -1,0 +1,3 @@
+{{ config(alias='last_seen') }}
+
+{{ quarantine_rows('last_seen') }}

@@ -1,0 +1,3 @@
+{{ config(alias='org_admins') }}
+
+{{ quarantine_rows('org_admins') }}

@@ -1,0 +1,3 @@
+{{ config(alias='plans') }}
+
+{{ quarantine_rows('plans') }}

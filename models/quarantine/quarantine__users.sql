@@ -1,0 +1,3 @@
+{{ config(alias='users') }}
+
+{{ quarantine_rows('users') }}

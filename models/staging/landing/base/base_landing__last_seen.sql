@@ -1,0 +1,30 @@
+with
+
+source as (
+    select * from {{ source('raw', 'last_seen') }}
+),
+
+parsed as (
+    select
+        trim(instance_id) as instance_id,
+        trim(user_id) as user_id,
+        {{ parse_timestamp('last_seen_at') }} as last_seen_at,
+        last_seen_at as last_seen_at_text,
+        _file_name as file_name,
+        _row_number as row_number
+    from source
+),
+
+checked as (
+    select
+        *,
+        {{ first_failed_check([
+            (is_blank('instance_id'), "'missing instance_id'"),
+            (is_blank('user_id'), "'missing user_id'"),
+            (is_blank('last_seen_at_text'), "'missing last_seen_at'"),
+            ("last_seen_at is null", "'unparseable last_seen_at: ' || last_seen_at_text"),
+        ]) }} as quarantine_reason
+    from parsed
+)
+
+select * from checked

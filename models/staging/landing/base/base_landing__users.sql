@@ -1,0 +1,34 @@
+with
+
+source as (
+    select * from {{ source('raw', 'users') }}
+),
+
+parsed as (
+    select
+        trim(user_id) as user_id,
+        trim(email) as email,
+        trim(display_name) as display_name,
+        lower(trim(account_type)) as account_type,
+        {{ parse_boolean('is_billable') }} as is_billable,
+        is_billable as is_billable_text,
+        _file_name as file_name,
+        _row_number as row_number
+    from source
+),
+
+checked as (
+    select
+        *,
+        {{ first_failed_check([
+            (is_blank('user_id'), "'missing user_id'"),
+            (is_blank('account_type'), "'missing account_type'"),
+            ("account_type not in ('atlassian', 'app', 'customer')",
+                "'unknown account_type: ' || account_type"),
+            ("is_billable is null and not " ~ is_blank('is_billable_text'),
+                "'unparseable is_billable: ' || is_billable_text"),
+        ]) }} as quarantine_reason
+    from parsed
+)
+
+select * from checked

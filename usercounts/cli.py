@@ -1,0 +1,154 @@
+"""The `usercounts` command line (data-contract section 5).
+
+Each command imports what it needs when it runs: Prefect, dbt and Great Expectations each
+cost seconds to import, and `usercounts counts` should answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+
+from usercounts.config import Settings, quiet_tool_defaults
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by the options given on the command line."""
+    given = {
+        name: getattr(args, name)
+        for name in ("landing", "database", "outbox")
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**given)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.nightly import nightly
+
+    summary = nightly(
+        landing=str(args.landing) if args.landing else None,
+        database=str(args.database) if args.database else None,
+        as_of=args.as_of,
+        outbox=str(args.outbox) if args.outbox else None,
+    )
+    print(summary.to_text())
+    return 0
+
+
+def cmd_counts(args: argparse.Namespace) -> int:
+    from usercounts.views import print_counts
+
+    return print_counts(_settings(args).published_path, args.plan, months=args.months)
+
+
+def cmd_notify_at_80(args: argparse.Namespace) -> int:
+    from usercounts.state import set_notify_at_80
+
+    enabled = args.setting == "on"
+    set_notify_at_80(_settings(args).state_path, args.plan, enabled)
+    print(
+        f"usercounts: 80% notifications for plan {args.plan} are {args.setting} "
+        "(from the next run on)"
+    )
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from usercounts.generate import generate, generate_demo
+
+    if args.demo:
+        written = generate_demo(args.out)
+    else:
+        written = generate(
+            args.out, users=args.users, seed=args.seed, fmt=args.format, months=args.months
+        )
+    total = sum(written.values())
+    print(f"usercounts: wrote {total} rows to {args.out}: " + ", ".join(
+        f"{source} {rows}" for source, rows in written.items()
+    ))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from usercounts.schedule import serve
+
+    serve(_settings(args), cron=args.cron)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each sub-command names the function that runs it."""
+    parser = argparse.ArgumentParser(
+        prog="usercounts",
+        description="User counts per subscription plan: history, notifications, exports.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def database_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--database", type=Path, help="the published warehouse file (default: data/)"
+        )
+
+    run = sub.add_parser("run", help="the nightly job: load, build, check, notify, publish")
+    run.add_argument("--landing", type=Path, help="landing folder (default: bundled demo data)")
+    database_option(run)
+    run.add_argument("--as-of", type=_date, help="as-of date D, YYYY-MM-DD (default: today UTC)")
+    run.add_argument("--outbox", type=Path, help="folder for .eml files when SMTP is not set")
+    run.set_defaults(func=cmd_run)
+
+    counts = sub.add_parser("counts", help="the 12-month view per plan")
+    counts.add_argument("--plan", help="only this plan_id")
+    counts.add_argument("--months", type=int, default=12, help="how many months (default 12)")
+    database_option(counts)
+    counts.set_defaults(func=cmd_counts)
+
+    notify = sub.add_parser("notify-at-80", help="turn the 80%% notification on or off")
+    notify.add_argument("setting", choices=["on", "off"])
+    notify.add_argument("--plan", required=True, help="the plan_id")
+    database_option(notify)
+    notify.set_defaults(func=cmd_notify_at_80)
+
+    gen = sub.add_parser("generate", help="write a synthetic landing folder")
+    gen.add_argument("--out", type=Path, required=True, help="landing folder to write")
+    gen.add_argument("--users", type=int, default=1000)
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--months", type=int, default=24)
+    gen.add_argument("--format", choices=["csv", "parquet"], default="parquet")
+    gen.add_argument("--demo", action="store_true", help="the small bundled demo data set")
+    gen.set_defaults(func=cmd_generate)
+
+    serve = sub.add_parser("serve", help="run the nightly flow on a schedule (Prefect)")
+    serve.add_argument("--cron", help="cron schedule (default: USERCOUNTS_SCHEDULE_CRON)")
+    database_option(serve)
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command; report expected failures as one line, exit non-zero."""
+    from usercounts.errors import RunFailed
+    from usercounts.lock import RunLocked
+
+    quiet_tool_defaults()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (RunFailed, RunLocked, FileNotFoundError, PermissionError) as exc:
+        print(f"usercounts: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("usercounts: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Settings: one pydantic-settings class, read from USERCOUNTS_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The repo root: the dbt project, bundled demo data and the default data folder live here.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEMO_LANDING = PROJECT_ROOT / "demo" / "landing"
+
+# Landing sub-folders, in load order (data-contract section 1).
+SOURCES: tuple[str, ...] = (
+    "plans",
+    "instances",
+    "users",
+    "org_admins",
+    "access_events",
+    "last_seen",
+)
+
+
+class Settings(BaseSettings):
+    """Where the job reads, writes and sends; every field can be set as USERCOUNTS_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="USERCOUNTS_", extra="ignore")
+
+    landing: Path = DEMO_LANDING
+    data_dir: Path = PROJECT_ROOT / "data"
+    # The published warehouse analysts open read-only; default: <data_dir>/warehouse.duckdb.
+    database: Path | None = None
+    outbox: Path | None = None
+    exports_dir: Path | None = None
+    inactive_days: int = Field(default=90, ge=1)
+    # A source with a larger share of quarantined rows fails the run (critical check).
+    quarantine_max_share: float = Field(default=0.05, ge=0, le=1)
+    schedule_cron: str = "0 2 * * *"
+    schedule_timezone: str = "UTC"
+
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    # A file holding the password (owner-only mode), as an alternative to the variable.
+    smtp_password_file: Path | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = 10.0
+    mail_from: str = "usercounts@localhost"
+
+    @property
+    def published_path(self) -> Path:
+        """The published warehouse file."""
+        return self.database or self.data_dir / "warehouse.duckdb"
+
+    @property
+    def home(self) -> Path:
+        """The folder beside the published file that holds work, state and lock files."""
+        return self.published_path.parent
+
+    @property
+    def stem(self) -> str:
+        return self.published_path.stem
+
+    @property
+    def work_path(self) -> Path:
+        """The working database the run builds in; never opened by analysts."""
+        return self.home / f".{self.stem}.work.duckdb"
+
+    @property
+    def state_path(self) -> Path:
+        """State that outlives rebuilds: settings and the notification log."""
+        return self.home / f"{self.stem}.state.duckdb"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.home / f".{self.stem}.lock"
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.outbox or self.home / "outbox"
+
+    @property
+    def exports_path(self) -> Path:
+        return self.exports_dir or self.home / "exports"
+
+    @property
+    def reports_path(self) -> Path:
+        return self.home / "reports"
+
+
+def as_of_instant(as_of: date) -> datetime:
+    """The as-of instant A = D + 1 day at 00:00 UTC (data-contract section 2)."""
+    return datetime(as_of.year, as_of.month, as_of.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def today_utc() -> date:
+    return datetime.now(UTC).date()
+
+
+def quiet_tool_defaults() -> None:
+    """No telemetry from dbt or Prefect: this machine has no internet and each attempt costs."""
+    os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -1,0 +1,114 @@
+"""State that outlives rebuilds and publishing: per-plan settings and the notification log.
+
+It lives in its own small DuckDB file beside the published warehouse (owner-only mode). The
+run copies it into the working database before `dbt build`, so the models read a snapshot
+and the file itself is held open only for moments.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+STATE_DDL = (
+    """
+    create table if not exists plan_settings (
+        plan_id varchar primary key,
+        notify_at_80 boolean not null,
+        updated_at timestamp not null
+    )
+    """,
+    """
+    create table if not exists notification_log (
+        notification_id varchar primary key,
+        org_id varchar not null,
+        plan_id varchar not null,
+        kind varchar not null,
+        as_of_date date not null,
+        user_count bigint not null,
+        user_tier bigint not null,
+        recipients varchar,
+        status varchar not null,
+        message_id varchar,
+        attempts integer not null default 0,
+        last_error varchar,
+        decided_at timestamp not null,
+        sent_at timestamp
+    )
+    """,
+)
+# How long to wait for another process (a CLI command, another run) holding the state file.
+LOCK_WAIT_SECONDS = 30.0
+
+
+@contextmanager
+def connect_state(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the state file, creating it (mode 0600) with its tables when missing."""
+    if read_only and not path.exists():
+        read_only = False  # nothing to read yet: create it so readers see empty tables
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        if not read_only:
+            for ddl in STATE_DDL:
+                con.execute(ddl)
+            os.chmod(path, 0o600)
+        yield con
+    finally:
+        con.close()
+
+
+def set_notify_at_80(path: Path, plan_id: str, enabled: bool) -> None:
+    """Turn the per-plan 80% notification on or off; it lasts across runs."""
+    with connect_state(path) as con:
+        con.execute(
+            "insert or replace into plan_settings values (?, ?, now()::timestamp)",
+            [plan_id, enabled],
+        )
+
+
+def copy_state_into(con: duckdb.DuckDBPyConnection, state_path: Path) -> None:
+    """Snapshot the state tables into the working database's `raw` schema for dbt."""
+    with connect_state(state_path):
+        pass  # creates the file and its tables on the first run
+    attach_with_retry(con, state_path, "state_db", read_only=True)
+    try:
+        con.execute("create schema if not exists raw")
+        for table in ("plan_settings", "notification_log"):
+            con.execute(f"create or replace table raw.{table} as select * from state_db.{table}")
+    finally:
+        con.execute("detach state_db")
+
+
+def sql_path(path: Path) -> str:
+    """A file path as a SQL string literal (paths come from settings, never from data)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def attach_with_retry(
+    con: duckdb.DuckDBPyConnection, path: Path, alias: str, *, read_only: bool
+) -> None:
+    """ATTACH a DuckDB file, waiting while another process holds it for writing."""
+    mode = " (read_only)" if read_only else ""
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            con.execute(f"attach {sql_path(path)} as {alias}{mode}")
+            return
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

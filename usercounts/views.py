@@ -1,0 +1,76 @@
+"""Terminal views over the published warehouse (read-only, so they work during a run)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import duckdb
+
+
+def open_published(path: Path) -> duckdb.DuckDBPyConnection:
+    """A read-only connection to the published warehouse, or a clear error if none yet."""
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no published warehouse at {path}: run `usercounts run` first"
+        )
+    return duckdb.connect(str(path), read_only=True)
+
+
+def format_table(headers: list[str], rows: list[tuple], right: set[int]) -> str:
+    """Plain aligned columns; numbers right-aligned."""
+    cells = [headers] + [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append(
+            "  ".join(
+                cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+                for i, cell in enumerate(row)
+            ).rstrip()
+        )
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_counts(published: Path, plan_id: str | None, months: int = 12) -> int:
+    """The 12-month view per plan: month, closing balance, change, tier."""
+    with open_published(published) as con:
+        plans = con.execute(
+            "select plan_id, plan_name, org_id, user_count, user_tier, threshold_status, "
+            "cast(as_of as date) - 1 from marts.plan_user_counts_current "
+            "where ? is null or plan_id = ? order by org_id, plan_name, plan_id",
+            [plan_id, plan_id],
+        ).fetchall()
+        if not plans:
+            print(f"usercounts: no plan {plan_id!r} in {published}", file=sys.stderr)
+            return 1
+        for pid, name, org, count, tier, status, as_of in plans:
+            print(
+                f"{name} ({pid}, org {org}): {count} of {tier} users, {status}, "
+                f"as of {as_of}"
+            )
+            rows = con.execute(
+                """
+                select
+                    strftime(month, '%Y-%m') || case when is_month_complete then '' else ' *' end,
+                    closing_balance,
+                    case when change > 0 then '+' else '' end || coalesce(cast(change as varchar), ''),
+                    coalesce(printf('%.1f%%', 100 * change_pct), ''),
+                    users_added,
+                    users_removed,
+                    user_tier
+                from (
+                    select * from marts.plan_user_counts_monthly
+                    where plan_id = ? order by month desc limit ?
+                )
+                order by month
+                """,
+                [pid, months],
+            ).fetchall()
+            headers = ["month", "closing", "change", "change %", "added", "removed", "tier"]
+            print(format_table(headers, rows, right={1, 2, 3, 4, 5, 6}) if rows else "  (no history)")
+            print()
+        print("* month of the as-of date: not complete")
+    return 0
