@@ -72,9 +72,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
             args.out, users=args.users, seed=args.seed, fmt=args.format, months=args.months
         )
     total = sum(written.values())
-    print(f"usercounts: wrote {total} rows to {args.out}: " + ", ".join(
-        f"{source} {rows}" for source, rows in written.items()
-    ))
+    print(
+        f"usercounts: wrote {total} rows to {args.out}: "
+        + ", ".join(f"{source} {rows}" for source, rows in written.items())
+    )
     return 0
 
 

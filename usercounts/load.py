@@ -68,8 +68,7 @@ def create_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
     for source, columns in SOURCE_COLUMNS.items():
         cols = ", ".join(f"{c} varchar" for c in columns)
         con.execute(
-            f"create or replace table raw.{source} "
-            f"({cols}, _file_name varchar, _row_number bigint)"
+            f"create or replace table raw.{source} ({cols}, _file_name varchar, _row_number bigint)"
         )
     con.execute(
         "create or replace table raw.load_rejects (source varchar, file_name varchar, "
@@ -140,8 +139,7 @@ def _load_parquet(
     con: duckdb.DuckDBPyConnection, source: str, path: Path, name: str
 ) -> tuple[int, int]:
     con.execute(
-        "create or replace temp table _file as "
-        "select * from read_parquet(?, file_row_number=true)",
+        "create or replace temp table _file as select * from read_parquet(?, file_row_number=true)",
         [str(path)],
     )
     cols = _select_list(con, source, "_file")
@@ -154,7 +152,9 @@ def _load_parquet(
     return loaded, 0
 
 
-def _load_csv(con: duckdb.DuckDBPyConnection, source: str, path: Path, name: str) -> tuple[int, int]:
+def _load_csv(
+    con: duckdb.DuckDBPyConnection, source: str, path: Path, name: str
+) -> tuple[int, int]:
     con.execute("drop table if exists _rejects")
     con.execute("drop table if exists _reject_scans")
     # parallel=false keeps rows in file order, so each good row's line can be recovered

@@ -11,9 +11,7 @@ import duckdb
 def open_published(path: Path) -> duckdb.DuckDBPyConnection:
     """A read-only connection to the published warehouse, or a clear error if none yet."""
     if not path.exists():
-        raise FileNotFoundError(
-            f"no published warehouse at {path}: run `usercounts run` first"
-        )
+        raise FileNotFoundError(f"no published warehouse at {path}: run `usercounts run` first")
     return duckdb.connect(str(path), read_only=True)
 
 
@@ -47,16 +45,14 @@ def print_counts(published: Path, plan_id: str | None, months: int = 12) -> int:
             print(f"usercounts: no plan {plan_id!r} in {published}", file=sys.stderr)
             return 1
         for pid, name, org, count, tier, status, as_of in plans:
-            print(
-                f"{name} ({pid}, org {org}): {count} of {tier} users, {status}, "
-                f"as of {as_of}"
-            )
+            print(f"{name} ({pid}, org {org}): {count} of {tier} users, {status}, as of {as_of}")
             rows = con.execute(
                 """
                 select
                     strftime(month, '%Y-%m') || case when is_month_complete then '' else ' *' end,
                     closing_balance,
-                    case when change > 0 then '+' else '' end || coalesce(cast(change as varchar), ''),
+                    case when change > 0 then '+' else '' end
+                    || coalesce(cast(change as varchar), ''),
                     coalesce(printf('%.1f%%', 100 * change_pct), ''),
                     users_added,
                     users_removed,
@@ -70,7 +66,9 @@ def print_counts(published: Path, plan_id: str | None, months: int = 12) -> int:
                 [pid, months],
             ).fetchall()
             headers = ["month", "closing", "change", "change %", "added", "removed", "tier"]
-            print(format_table(headers, rows, right={1, 2, 3, 4, 5, 6}) if rows else "  (no history)")
+            print(
+                format_table(headers, rows, right={1, 2, 3, 4, 5, 6}) if rows else "  (no history)"
+            )
             print()
         print("* month of the as-of date: not complete")
     return 0
