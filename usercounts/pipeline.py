@@ -15,7 +15,7 @@ from usercounts.build import BuildResult, run_dbt
 from usercounts.config import Settings
 from usercounts.load import SOURCE_COLUMNS, LoadSummary, load_landing
 from usercounts.publish import publish
-from usercounts.state import copy_state_into
+from usercounts.state import copy_state_into, record_run
 
 
 @dataclass
@@ -104,24 +104,23 @@ def read_back(settings: Settings, summary: RunSummary) -> None:
 
 
 def record_and_publish(settings: Settings, summary: RunSummary) -> list[str]:
-    """Record the run in meta.runs, then replace the published file atomically."""
+    """Publish the marts with the run history (meta.runs), then log the run in the state.
+
+    The history lives in the state file because the working database is rebuilt each run.
+    """
+    run = [
+        summary.as_of,
+        datetime.now(UTC).replace(tzinfo=None),
+        summary.plans,
+        sum(summary.rows_loaded.values()),
+        sum(summary.rows_quarantined.values()),
+    ]
     with duckdb.connect(str(settings.work_path)) as con:
         con.execute("create schema if not exists meta")
-        con.execute(
-            "create table if not exists meta.runs (as_of_date date, published_at timestamp, "
-            "plans bigint, rows_loaded bigint, rows_quarantined bigint)"
-        )
-        con.execute(
-            "insert into meta.runs values (?, ?, ?, ?, ?)",
-            [
-                summary.as_of,
-                datetime.now(UTC).replace(tzinfo=None),
-                summary.plans,
-                sum(summary.rows_loaded.values()),
-                sum(summary.rows_quarantined.values()),
-            ],
-        )
+        con.execute("create or replace table meta.runs as select * from raw.run_log")
+        con.execute("insert into meta.runs values (?, ?, ?, ?, ?)", run)
         con.execute("checkpoint")
     tables = publish(settings.work_path, settings.published_path)
+    record_run(settings.state_path, run)
     summary.published = str(settings.published_path)
     return tables

@@ -41,6 +41,15 @@ STATE_DDL = (
         sent_at timestamp
     )
     """,
+    """
+    create table if not exists run_log (
+        as_of_date date not null,
+        published_at timestamp not null,
+        plans bigint not null,
+        rows_loaded bigint not null,
+        rows_quarantined bigint not null
+    )
+    """,
 )
 # How long to wait for another process (a CLI command, another run) holding the state file.
 LOCK_WAIT_SECONDS = 30.0
@@ -80,6 +89,12 @@ def set_notify_at_80(path: Path, plan_id: str, enabled: bool) -> None:
         )
 
 
+def record_run(path: Path, row: list[object]) -> None:
+    """Append one published run to the run log (published as meta.runs)."""
+    with connect_state(path) as con:
+        con.execute("insert into run_log values (?, ?, ?, ?, ?)", row)
+
+
 def copy_state_into(con: duckdb.DuckDBPyConnection, state_path: Path) -> None:
     """Snapshot the state tables into the working database's `raw` schema for dbt."""
     with connect_state(state_path):
@@ -87,7 +102,7 @@ def copy_state_into(con: duckdb.DuckDBPyConnection, state_path: Path) -> None:
     attach_with_retry(con, state_path, "state_db", read_only=True)
     try:
         con.execute("create schema if not exists raw")
-        for table in ("plan_settings", "notification_log"):
+        for table in ("plan_settings", "notification_log", "run_log"):
             copy = f"create or replace table raw.{table} as select * from state_db.{table}"  # noqa: S608
             con.execute(copy)
     finally:

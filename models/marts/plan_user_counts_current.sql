@@ -57,6 +57,9 @@ final as (
         user_count - billable_count as non_billable_count,
         user_tier,
         user_count / user_tier as utilization,
+        -- how many must go: to be under 80% (5 * count < 4 * tier), and to be at most the tier
+        greatest(0, user_count - (4 * user_tier - 1) // 5) as users_to_remove_for_80,
+        greatest(0, user_count - user_tier) as users_to_remove_for_limit,
         case
             when user_count > user_tier then 'over_limit'
             when user_count = user_tier then 'at_limit'

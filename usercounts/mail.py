@@ -1,0 +1,83 @@
+"""Deliver an email: by SMTP when USERCOUNTS_SMTP_HOST is set, else as an .eml file in the outbox.
+
+Header values are set through EmailMessage, which refuses line breaks in headers, so a plan
+name from the data cannot inject headers.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import stat
+from email.message import EmailMessage
+from email.utils import make_msgid
+from pathlib import Path
+
+from usercounts.config import Settings
+
+
+class DeliveryError(RuntimeError):
+    """The message was not delivered; `permanent` is true for a 5xx answer."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def smtp_password(settings: Settings) -> str | None:
+    """The SMTP password from the environment, or from a file only its owner can read."""
+    if settings.smtp_password is not None:
+        return settings.smtp_password.get_secret_value()
+    path = settings.smtp_password_file
+    if path is None:
+        return None
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise PermissionError(
+            f"{path} is readable by others (mode {stat.filemode(mode)}): chmod 600 it"
+        )
+    return path.read_text().strip()
+
+
+def deliver(settings: Settings, message: EmailMessage) -> str:
+    """Send or file one message; return where it went. Raises DeliveryError on failure."""
+    if "Message-ID" not in message:
+        message["Message-ID"] = make_msgid(domain="usercounts")
+    if "From" not in message:
+        message["From"] = settings.mail_from
+    if settings.smtp_host:
+        return _send_smtp(settings, message)
+    return str(_write_outbox(settings.outbox_path, message))
+
+
+def _send_smtp(settings: Settings, message: EmailMessage) -> str:
+    try:
+        with smtplib.SMTP(
+            settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds
+        ) as smtp:
+            if settings.smtp_starttls:
+                smtp.starttls()
+            if settings.smtp_user:
+                smtp.login(settings.smtp_user, smtp_password(settings) or "")
+            smtp.send_message(message)
+    except smtplib.SMTPResponseException as exc:
+        # 4xx: try again later; 5xx: the server refused for good (still retried next run).
+        raise DeliveryError(
+            f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=exc.smtp_code >= 500
+        ) from exc
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise DeliveryError(f"SMTP refused recipients: {sorted(exc.recipients)}") from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(f"SMTP {settings.smtp_host}:{settings.smtp_port}: {exc}") from exc
+    return f"smtp://{settings.smtp_host}:{settings.smtp_port}"
+
+
+def _write_outbox(outbox: Path, message: EmailMessage) -> Path:
+    """Write an RFC 5322 .eml file named after the Message-ID, atomically."""
+    outbox.mkdir(parents=True, exist_ok=True)
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in message["Message-ID"])
+    path = outbox / f"{name.strip('_')}.eml"
+    tmp = path.with_suffix(".eml.tmp")
+    tmp.write_bytes(message.as_bytes())
+    os.replace(tmp, path)
+    return path
