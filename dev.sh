@@ -41,7 +41,7 @@ bootstrap() {
 lint() {
   .venv/bin/ruff check .
   .venv/bin/ruff format --check .
-  .venv/bin/sqlfluff lint models macros --disable-progress-bar --nocolor
+  .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor
 }
 
 command="${1:-}"

@@ -94,8 +94,8 @@ final as (
     inner join plans on running.plan_id = plans.plan_id
     inner join versions
         on running.plan_id = versions.plan_id
-        and versions.valid_from <= cast(running.day + 1 as timestamp)
-        and cast(running.day + 1 as timestamp) < versions.valid_to
+            and versions.valid_from <= cast(running.day + 1 as timestamp)
+            and cast(running.day + 1 as timestamp) < versions.valid_to
 )
 
 select * from final

@@ -112,8 +112,8 @@ final as (
         on with_previous.plan_id = daily.plan_id and with_previous.closing_day = daily.day
     inner join versions
         on with_previous.plan_id = versions.plan_id
-        and versions.valid_from <= cast(with_previous.closing_day + 1 as timestamp)
-        and cast(with_previous.closing_day + 1 as timestamp) < versions.valid_to
+            and versions.valid_from <= cast(with_previous.closing_day + 1 as timestamp)
+            and cast(with_previous.closing_day + 1 as timestamp) < versions.valid_to
 )
 
 select * from final

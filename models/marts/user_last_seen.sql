@@ -56,7 +56,7 @@ final as (
     left join users on access_at_as_of.user_id = users.user_id
     left join latest_observations
         on access_at_as_of.instance_id = latest_observations.instance_id
-        and access_at_as_of.user_id = latest_observations.user_id
+            and access_at_as_of.user_id = latest_observations.user_id
 )
 
 select * from final
