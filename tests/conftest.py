@@ -141,3 +141,18 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def canonical_dump(database: Path, schemas: tuple[str, ...] = ("marts", "quarantine")) -> dict:
+    """Every table of the given schemas as sorted rows: equal dumps mean equal contents."""
+    dump = {}
+    with duckdb.connect(str(database), read_only=True) as con:
+        tables = con.execute(
+            "select schema_name, table_name from duckdb_tables() "
+            "where schema_name in (select unnest(?)) order by 1, 2",
+            [list(schemas)],
+        ).fetchall()
+        for schema, table in tables:
+            rows = con.execute(f"select * from {schema}.{table}").fetchall()  # noqa: S608
+            dump[f"{schema}.{table}"] = sorted(rows, key=repr)
+    return dump

@@ -33,6 +33,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.nightly import nightly
+    from usercounts.logs import console_without_tracebacks
+
+    console_without_tracebacks()
 
     summary = nightly(
         landing=str(args.landing) if args.landing else None,

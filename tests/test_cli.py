@@ -1,0 +1,119 @@
+"""The command line as a user drives it: the real Prefect flow on the session's server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import query, run_cli
+
+from usercounts.config import DEMO_LANDING, Settings
+from usercounts.lock import run_lock
+
+AS_OF = "2026-11-20"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> Path:
+    """`usercounts run` on the bundled demo data, with 80% notifications off for one plan."""
+    database = tmp_path_factory.mktemp("cli") / "data" / "warehouse.duckdb"
+    off = run_cli("notify-at-80", "off", "--plan", "acme-jira", "--database", str(database))
+    assert off.returncode == 0, off.stderr
+    result = run_cli("run", "--database", str(database), "--as-of", AS_OF)
+    assert result.returncode == 0, result.stderr
+    assert "usercounts: as of 2026-11-20: 14 plans; published" in result.stdout
+    assert "rows loaded: plans 16, instances 16, users 380" in result.stdout
+    return database
+
+
+def test_run_publishes_every_threshold_state(demo_run: Path) -> None:
+    statuses = query(
+        demo_run,
+        "select distinct threshold_status from marts.plan_user_counts_current order by 1",
+    )
+    assert statuses == [("approaching",), ("at_limit",), ("ok",), ("over_limit",)]
+
+
+def test_notify_at_80_set_before_the_first_run_lasts(demo_run: Path) -> None:
+    rows = query(
+        demo_run,
+        "select plan_id, notify_at_80 from marts.plan_user_counts_current "
+        "where plan_id in ('acme-jira', 'acme-confluence') order by 1",
+    )
+    assert rows == [("acme-confluence", True), ("acme-jira", False)]
+
+
+def test_counts_shows_the_12_month_view(demo_run: Path) -> None:
+    result = run_cli("counts", "--plan", "hooli-jsm", "--database", str(demo_run))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Hooli Jira Service Management (hooli-jsm, org hooli): 45 of 45")
+    assert lines[1].split() == ["month", "closing", "change", "change", "%", "added", "removed",
+                                "tier"]  # fmt: skip
+    months = [line.split()[0] for line in lines[3:15]]
+    assert months == [f"2025-{m:02d}" for m in range(12, 13)] + [
+        f"2026-{m:02d}" for m in range(1, 12)
+    ]
+    # The last row is the month of the as-of date, marked incomplete, closing at the count.
+    assert lines[14].split()[:3] == ["2026-11", "*", "45"]
+    expected = query(
+        demo_run,
+        "select closing_balance, change from marts.plan_user_counts_monthly "
+        "where plan_id = 'hooli-jsm' and month = '2026-10-01'",
+    )[0]
+    assert lines[13].split()[1] == str(expected[0])
+
+
+def test_counts_for_an_unknown_plan_fails_clearly(demo_run: Path) -> None:
+    result = run_cli("counts", "--plan", "nope", "--database", str(demo_run))
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"usercounts: no plan 'nope' in {demo_run}"
+
+
+def test_missing_landing_folder_is_one_line_and_publishes_nothing(
+    tmp_path: Path, prefect_api_url: str
+) -> None:
+    database = tmp_path / "data" / "warehouse.duckdb"
+    result = run_cli("run", "--landing", str(tmp_path / "nowhere"), "--database", str(database))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"usercounts: error: landing folder {tmp_path / 'nowhere'} does not exist"
+    )
+    assert "Traceback" not in result.stderr
+    assert not database.exists()
+
+
+def test_a_second_run_while_one_holds_the_lock_exits_at_once(
+    tmp_path: Path, prefect_api_url: str
+) -> None:
+    database = tmp_path / "data" / "warehouse.duckdb"
+    with run_lock(Settings(database=database).lock_path):
+        result = run_cli("run", "--database", str(database), timeout=60)
+    assert result.returncode == 1
+    assert "another usercounts run (pid " in result.stderr
+    assert not database.exists()
+
+
+def test_serve_registers_the_nightly_deployment_and_schedule(
+    tmp_path: Path, prefect_api_url: str
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from usercounts.schedule import build_deployment
+
+    landing = tmp_path / "landing"
+    shutil.copytree(DEMO_LANDING, landing)
+    settings = Settings(landing=landing, database=tmp_path / "w.duckdb", schedule_cron="30 1 * * *")
+    deployment_id = build_deployment(settings).apply()
+
+    async def read() -> tuple:
+        async with get_client() as client:
+            deployment = await client.read_deployment(deployment_id)
+            return deployment.name, deployment.schedules, deployment.parameters
+
+    name, schedules, parameters = asyncio.run(read())
+    assert name == "nightly"
+    assert [(s.schedule.cron, s.schedule.timezone) for s in schedules] == [("30 1 * * *", "UTC")]
+    assert parameters["landing"] == str(landing)

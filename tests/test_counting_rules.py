@@ -1,0 +1,527 @@
+"""The contract's counting rules, each case a plan of its own in one real dbt build.
+
+As-of date D = 2025-06-30, so the as-of instant A = 2025-07-01 00:00 UTC. Day d's figure is
+at d + 1 day 00:00; month M closes at the first instant of M + 1 (June closes at A). Every
+expected figure below is worked out by hand from the events in the comment above it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from conftest import Landing, build_warehouse, query
+
+AS_OF = date(2025, 6, 30)
+
+# Plans whose tier is 5 and whose user count is 3, 4, 5 and 6 users (threshold states).
+THRESHOLD_PLANS = {"P_T3": 3, "P_T4": 4, "P_T5": 5, "P_T6": 6}
+
+
+def ev(event_id: str, at: str, instance: str, user: str, action: str) -> dict[str, str]:
+    return {
+        "event_id": event_id,
+        "occurred_at": at,
+        "instance_id": instance,
+        "user_id": user,
+        "action": action,
+    }
+
+
+def write_scenario(landing: Landing) -> None:
+    """Every case as its own plan (tier 10 unless noted), instance and users."""
+    plan = landing.plan
+    plans = [
+        plan(p, 10)
+        for p in [
+            "P_DUP", "P_ORD", "P_SAME", "P_IG", "P_IR", "P_RWA", "P_GWA", "P_IWA",
+            "P_TWO", "P_X1", "P_X2", "P_OFF", "P_MID", "P_AFTER", "P_LATE", "P_BAD",
+            "P_PQ", "P_BILL",
+        ]
+    ]  # fmt: skip
+    plans += [plan(p, 5) for p in THRESHOLD_PLANS]
+    plans.append(plan("P_MON", 5, billing_cycle="monthly"))
+    # Tier change mid-history: 10, then 25 from 2025-03-15 12:00, then 50 from 2025-05-01 00:00.
+    plans += [
+        plan("P_TIER", 10, plan_name="Tier v1"),
+        plan("P_TIER", 25, plan_name="Tier v2", updated_at="2025-03-15T12:00:00Z"),
+        plan("P_TIER", 50, plan_name="Tier v3", updated_at="2025-05-01T00:00:00Z"),
+    ]
+    # Malformed plan rows (rows 2..5 of this file).
+    bad_plans = [
+        plan("P_Z0", 0),
+        plan("P_ZT", "ten"),
+        plan("P_ZE", 10, plan_type="server"),
+        plan("P_ZU", 10, updated_at="not a time"),
+    ]
+    landing.write("plans", plans, name="plans_001.csv")
+    landing.write("plans", bad_plans, name="plans_002.csv")
+
+    instances = [
+        {"instance_id": f"I_{p[2:]}", "plan_id": p, "instance_name": f"site {p}"}
+        for p in [row["plan_id"] for row in plans]
+        if p not in ("P_TWO", "P_LATE")
+    ]
+    instances += [
+        {"instance_id": "I_TWO_A", "plan_id": "P_TWO", "instance_name": "two a"},
+        {"instance_id": "I_TWO_B", "plan_id": "P_TWO", "instance_name": "two b"},
+        {"instance_id": "", "plan_id": "P_TWO", "instance_name": "no id"},
+    ]
+    landing.write("instances", instances, name="instances_001.csv")
+    # Declared only in a later file than its events.
+    landing.write(
+        "instances",
+        [{"instance_id": "I_LATE", "plan_id": "P_LATE", "instance_name": "late"}],
+        name="instances_002.csv",
+    )
+
+    landing.write(
+        "users",
+        [
+            {"user_id": "nb", "email": "nb@x.test", "account_type": "app", "is_billable": "false"},
+            {"user_id": "b1", "email": "b1@x.test", "account_type": "atlassian"},
+            {"user_id": "flip", "email": "f@x.test", "account_type": "atlassian",
+             "is_billable": "true"},
+            {"user_id": "bad1", "email": "q@x.test", "account_type": "robot"},
+            {"user_id": "bad2", "email": "q@x.test", "account_type": "atlassian",
+             "is_billable": "maybe"},
+        ],
+        name="users_001.csv",
+    )  # fmt: skip
+    # The later users file wins: flip becomes non-billable.
+    landing.write(
+        "users",
+        [{"user_id": "flip", "email": "f@x.test", "account_type": "customer", "is_billable": "0"}],
+        name="users_002.csv",
+    )
+    landing.write("org_admins", [{"org_id": "O1", "email": "admin@x.test"}])
+
+    events = [
+        # Duplicates across files: D1 and D2 repeat in file 2; D3 repeats with other content
+        # (the first read wins, so u3 stays granted).
+        ev("D1", "2025-01-10T00:00:00Z", "I_DUP", "u1", "grant"),
+        ev("D2", "2025-02-10T00:00:00Z", "I_DUP", "u2", "grant"),
+        ev("D3", "2025-03-10T00:00:00Z", "I_DUP", "u3", "grant"),
+        # Out of file order: the revoke is listed first.
+        ev("O2", "2025-03-01T10:00:00Z", "I_ORD", "u1", "revoke"),
+        ev("O1", "2025-01-05T00:00:00Z", "I_ORD", "u1", "grant"),
+        # Same instant, event_id order: S1 revoke then S2 grant -> active;
+        # S3 grant then S4 revoke -> none.
+        ev("S2", "2025-02-10T10:00:00Z", "I_SAME", "u1", "grant"),
+        ev("S1", "2025-02-10T10:00:00Z", "I_SAME", "u1", "revoke"),
+        ev("S4", "2025-02-10T10:00:00Z", "I_SAME", "u2", "revoke"),
+        ev("S3", "2025-02-10T10:00:00Z", "I_SAME", "u2", "grant"),
+        # invite -> grant
+        ev("IG1", "2025-01-10T00:00:00Z", "I_IG", "u1", "invite"),
+        ev("IG2", "2025-02-15T00:00:00Z", "I_IG", "u1", "grant"),
+        # invite -> revoke within January
+        ev("IR1", "2025-01-10T00:00:00Z", "I_IR", "u1", "invite"),
+        ev("IR2", "2025-01-20T09:00:00Z", "I_IR", "u1", "revoke"),
+        # revoke without access, then invite
+        ev("RW1", "2025-01-10T00:00:00Z", "I_RWA", "u1", "revoke"),
+        ev("RW2", "2025-02-01T12:00:00Z", "I_RWA", "u1", "invite"),
+        # grant while active
+        ev("GA1", "2025-01-10T00:00:00Z", "I_GWA", "u1", "grant"),
+        ev("GA2", "2025-02-10T00:00:00Z", "I_GWA", "u1", "grant"),
+        # invite while active stays active
+        ev("IA1", "2025-01-10T00:00:00Z", "I_IWA", "u1", "grant"),
+        ev("IA2", "2025-02-10T00:00:00Z", "I_IWA", "u1", "invite"),
+        # One user on two instances of a plan; u1 loses A on Mar 5 and is then invited on B
+        # only; u2 is invited on both from Apr 1.
+        ev("T1", "2025-01-10T00:00:00Z", "I_TWO_A", "u1", "grant"),
+        ev("T2", "2025-01-12T00:00:00Z", "I_TWO_B", "u1", "invite"),
+        ev("T3", "2025-03-05T00:00:00Z", "I_TWO_A", "u1", "revoke"),
+        ev("T4", "2025-04-01T00:00:00Z", "I_TWO_A", "u2", "invite"),
+        ev("T5", "2025-04-01T00:00:00Z", "I_TWO_B", "u2", "invite"),
+        # One user in two plans.
+        ev("X1", "2025-01-10T00:00:00Z", "I_X1", "u9", "grant"),
+        ev("X2", "2025-01-10T00:00:00Z", "I_X2", "u9", "grant"),
+        # Offsets: 2025-03-31T23:30-02:00 is April 1 01:30 UTC (April);
+        # 2025-05-01T01:00+02:00 is April 30 23:00 UTC (April).
+        ev("OF0", "2025-01-05T00:00:00Z", "I_OFF", "u0", "grant"),
+        ev("OF1", "2025-03-31T23:30:00-02:00", "I_OFF", "u1", "grant"),
+        ev("OF2", "2025-05-01T01:00:00+02:00", "I_OFF", "u2", "grant"),
+        # Exactly 00:00 on the 1st belongs to the new month.
+        ev("M0", "2025-01-05T00:00:00Z", "I_MID", "u0", "grant"),
+        ev("M1", "2025-02-01T00:00:00Z", "I_MID", "u1", "grant"),
+        ev("M2", "2025-03-01T00:00:00Z", "I_MID", "u0", "revoke"),
+        # After the as-of instant: the revoke at A itself and the later grant are not seen.
+        ev("AF1", "2025-06-15T00:00:00Z", "I_AFTER", "u1", "grant"),
+        ev("AF2", "2025-07-01T00:00:00Z", "I_AFTER", "u1", "revoke"),
+        ev("AF3", "2025-07-05T00:00:00Z", "I_AFTER", "u2", "grant"),
+        # An instance declared in a later file; and one never declared.
+        ev("L1", "2025-02-01T10:00:00Z", "I_LATE", "u1", "grant"),
+        ev("L2", "2025-02-01T10:00:00Z", "I_NEVER", "u1", "grant"),
+        # Tier change mid-history.
+        ev("TI1", "2025-01-10T00:00:00Z", "I_TIER", "u1", "grant"),
+        # Billable: nb is non-billable, flip became non-billable in the later users file,
+        # b1 billable by default, zz is not in any users file (billable).
+        ev("B1", "2025-01-10T00:00:00Z", "I_BILL", "nb", "grant"),
+        ev("B2", "2025-01-10T00:00:00Z", "I_BILL", "b1", "grant"),
+        ev("B3", "2025-01-10T00:00:00Z", "I_BILL", "flip", "grant"),
+        ev("B4", "2025-01-10T00:00:00Z", "I_BILL", "zz", "invite"),
+        # A monthly plan at 80% of tier 5 (4 users).
+        *[ev(f"MO{i}", "2025-01-10T00:00:00Z", "I_MON", f"u{i}", "grant") for i in range(4)],
+        # CSV part of the mixed-format source (the Parquet file adds two more users).
+        ev("PQ3", "2025-03-10T00:00:00Z", "I_PQ", "u3", "grant"),
+    ]
+    for plan_id, n in THRESHOLD_PLANS.items():
+        events += [
+            ev(f"{plan_id}_{i}", "2025-01-10T00:00:00Z", f"I_{plan_id[2:]}", f"u{i}", "grant")
+            for i in range(n)
+        ]
+    landing.write("access_events", events, name="access_events_001.csv")
+    landing.write(
+        "access_events",
+        [
+            ev("D1", "2025-01-10T00:00:00Z", "I_DUP", "u1", "grant"),
+            ev("D2", "2025-02-10T00:00:00Z", "I_DUP", "u2", "grant"),
+            ev("D3", "2025-03-11T00:00:00Z", "I_DUP", "u3", "revoke"),
+        ],
+        name="access_events_002.csv",
+    )
+    landing.write(
+        "access_events",
+        [
+            ev("PQ1", "2025-01-10T00:00:00Z", "I_PQ", "u1", "grant"),
+            ev("PQ2", "2025-02-10T00:00:00", "I_PQ", "u2", "invite"),
+        ],
+        name="access_events_003.parquet",
+        fmt="parquet",
+    )
+    # Malformed events, one kind per row (rows 2..7); the good row (row 8) still counts.
+    bad = landing.root / "access_events" / "access_events_004.csv"
+    bad.write_text(
+        "event_id,occurred_at,instance_id,user_id,action\n"
+        ",2025-01-10T00:00:00Z,I_BAD,u9,grant\n"
+        "BAD2,2025-01-10T00:00:00Z,I_BAD,,grant\n"
+        "BAD3,2025-01-10T00:00:00Z,I_BAD,u9,delete\n"
+        "BAD4,yesterday,I_BAD,u9,grant\n"
+        "BAD5,2025-01-10T00:00:00Z,I_BAD,u9,grant,surplus\n"
+        "BAD6,,I_BAD,u9,grant\n"
+        "GOOD,2025-01-10T00:00:00Z,I_BAD,u1,grant\n",
+        encoding="utf-8",
+    )
+    landing.write(
+        "last_seen",
+        [
+            {"instance_id": "I_AFTER", "user_id": "u1", "last_seen_at": "2025-06-20T08:00:00Z"},
+            # After A: not seen by this run.
+            {"instance_id": "I_AFTER", "user_id": "u1", "last_seen_at": "2025-07-02T08:00:00Z"},
+            {"instance_id": "I_TWO_B", "user_id": "u1", "last_seen_at": "2025-05-31T23:59:59Z"},
+            {"instance_id": "I_TWO_B", "user_id": "u1", "last_seen_at": "2025-04-01T00:00:00Z"},
+            {"instance_id": "I_TWO_B", "user_id": "u2", "last_seen_at": "whenever"},
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rules")
+    landing = Landing(root / "landing")
+    write_scenario(landing)
+    settings = build_warehouse(landing.root, root / "data", AS_OF)
+    return settings.published_path
+
+
+def current(db: Path, plan_id: str) -> dict:
+    rows = query(db, "select * from marts.plan_user_counts_current where plan_id = ?", [plan_id])
+    assert len(rows) == 1, f"{plan_id}: {rows}"
+    cols = [
+        r[0]
+        for r in query(
+            db,
+            "select column_name from information_schema.columns "
+            "where table_schema = 'marts' and table_name = 'plan_user_counts_current' "
+            "order by ordinal_position",
+        )
+    ]
+    return dict(zip(cols, rows[0], strict=True))
+
+
+def closings(db: Path, plan_id: str) -> dict[str, tuple]:
+    """month (YYYY-MM) -> (closing, previous, added, removed, invited)."""
+    rows = query(
+        db,
+        "select strftime(month, '%Y-%m'), closing_balance, previous_closing_balance, "
+        "users_added, users_removed, invited_count from marts.plan_user_counts_monthly "
+        "where plan_id = ? order by month",
+        [plan_id],
+    )
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def daily(db: Path, plan_id: str, day: str) -> tuple[int, int, int]:
+    rows = query(
+        db,
+        "select user_count, invited_count, user_tier from marts.plan_user_counts_daily "
+        "where plan_id = ? and day = ?",
+        [plan_id, day],
+    )
+    assert len(rows) == 1, f"{plan_id} {day}: {rows}"
+    return rows[0]
+
+
+def test_duplicate_event_ids_across_files_are_one_event(warehouse: Path) -> None:
+    assert current(warehouse, "P_DUP")["user_count"] == 3
+    assert closings(warehouse, "P_DUP") == {
+        "2025-01": (1, None, 1, 0, 0),
+        "2025-02": (2, 1, 1, 0, 0),
+        "2025-03": (3, 2, 1, 0, 0),
+        "2025-04": (3, 3, 0, 0, 0),
+        "2025-05": (3, 3, 0, 0, 0),
+        "2025-06": (3, 3, 0, 0, 0),
+    }
+
+
+def test_events_out_of_file_order(warehouse: Path) -> None:
+    months = closings(warehouse, "P_ORD")
+    assert months["2025-01"][:4] == (1, None, 1, 0)
+    assert months["2025-02"][:4] == (1, 1, 0, 0)
+    assert months["2025-03"][:4] == (0, 1, 0, 1)
+    assert current(warehouse, "P_ORD")["user_count"] == 0
+
+
+def test_same_instant_events_apply_in_event_id_order(warehouse: Path) -> None:
+    # u1: revoke (S1) then grant (S2) -> active; u2: grant (S3) then revoke (S4) -> none.
+    assert current(warehouse, "P_SAME")["user_count"] == 1
+    assert query(
+        warehouse, "select user_id from marts.user_last_seen where plan_id = 'P_SAME'"
+    ) == [("u1",)]
+
+
+def test_invite_then_grant(warehouse: Path) -> None:
+    assert daily(warehouse, "P_IG", "2025-01-10") == (1, 1, 10)
+    assert daily(warehouse, "P_IG", "2025-02-14") == (1, 1, 10)
+    assert daily(warehouse, "P_IG", "2025-02-15") == (1, 0, 10)
+    months = closings(warehouse, "P_IG")
+    assert months["2025-01"] == (1, None, 1, 0, 1)
+    assert months["2025-02"] == (1, 1, 0, 0, 0)
+    row = current(warehouse, "P_IG")
+    assert (row["user_count"], row["invited_count"]) == (1, 0)
+
+
+def test_invite_then_revoke(warehouse: Path) -> None:
+    assert daily(warehouse, "P_IR", "2025-01-19") == (1, 1, 10)
+    assert daily(warehouse, "P_IR", "2025-01-20") == (0, 0, 10)
+    months = closings(warehouse, "P_IR")
+    # Added and removed within January: in no closing set.
+    assert months["2025-01"] == (0, None, 0, 0, 0)
+    # change_pct is null when the previous balance is 0.
+    rows = query(
+        warehouse,
+        "select change, change_pct from marts.plan_user_counts_monthly "
+        "where plan_id = 'P_IR' and month = '2025-02-01'",
+    )
+    assert rows == [(0, None)]
+
+
+def test_revoke_without_access_then_invite(warehouse: Path) -> None:
+    months = closings(warehouse, "P_RWA")
+    assert months["2025-01"] == (0, None, 0, 0, 0)
+    assert months["2025-02"] == (1, 0, 1, 0, 1)
+
+
+def test_grant_while_active(warehouse: Path) -> None:
+    months = closings(warehouse, "P_GWA")
+    assert months["2025-01"] == (1, None, 1, 0, 0)
+    assert months["2025-02"] == (1, 1, 0, 0, 0)
+
+
+def test_invite_while_active_stays_active(warehouse: Path) -> None:
+    row = current(warehouse, "P_IWA")
+    assert (row["user_count"], row["invited_count"]) == (1, 0)
+    assert query(
+        warehouse, "select access_status from marts.user_last_seen where plan_id = 'P_IWA'"
+    ) == [("active",)]
+
+
+def test_one_user_on_two_instances_is_counted_once(warehouse: Path) -> None:
+    months = closings(warehouse, "P_TWO")
+    assert months["2025-01"] == (1, None, 1, 0, 0)  # active on A, invited on B: active
+    assert months["2025-02"] == (1, 1, 0, 0, 0)
+    assert months["2025-03"] == (1, 1, 0, 0, 1)  # A revoked: invited on B only
+    assert months["2025-04"] == (2, 1, 1, 0, 2)
+    rows = query(
+        warehouse,
+        "select user_id, instance_id, access_status, access_since, last_seen_at, "
+        "days_since_last_seen from marts.user_last_seen where plan_id = 'P_TWO' order by 1, 2",
+    )
+    assert rows == [
+        ("u1", "I_TWO_B", "invited", datetime(2025, 1, 12), datetime(2025, 5, 31, 23, 59, 59), 30),
+        ("u2", "I_TWO_A", "invited", datetime(2025, 4, 1), None, None),
+        ("u2", "I_TWO_B", "invited", datetime(2025, 4, 1), None, None),
+    ]
+
+
+def test_one_user_in_two_plans_is_counted_in_each(warehouse: Path) -> None:
+    assert current(warehouse, "P_X1")["user_count"] == 1
+    assert current(warehouse, "P_X2")["user_count"] == 1
+
+
+def test_offsets_convert_across_month_boundaries(warehouse: Path) -> None:
+    months = closings(warehouse, "P_OFF")
+    assert months["2025-03"][0] == 1  # u1's grant is 2025-04-01 01:30 UTC
+    assert months["2025-04"][0] == 3  # u2's grant is 2025-04-30 23:00 UTC
+    assert daily(warehouse, "P_OFF", "2025-03-31")[0] == 1
+    assert daily(warehouse, "P_OFF", "2025-04-01")[0] == 2
+    assert daily(warehouse, "P_OFF", "2025-04-30")[0] == 3
+
+
+def test_event_at_midnight_on_the_first_belongs_to_the_new_month(warehouse: Path) -> None:
+    months = closings(warehouse, "P_MID")
+    assert months["2025-01"][0] == 1  # u1 granted 2025-02-01 00:00: February
+    assert months["2025-02"][0] == 2  # u0 revoked 2025-03-01 00:00: still in February
+    assert months["2025-03"][:4] == (1, 2, 0, 1)
+    assert daily(warehouse, "P_MID", "2025-01-31")[0] == 1
+    assert daily(warehouse, "P_MID", "2025-02-01")[0] == 2
+
+
+def test_events_after_the_as_of_instant_are_not_seen(warehouse: Path) -> None:
+    row = current(warehouse, "P_AFTER")
+    assert row["user_count"] == 1
+    assert row["as_of"] == datetime(2025, 7, 1)
+    last_day = query(
+        warehouse, "select max(day) from marts.plan_user_counts_daily where plan_id = 'P_AFTER'"
+    )
+    assert last_day == [(AS_OF,)]
+    assert query(
+        warehouse,
+        "select user_id, last_seen_at, days_since_last_seen from marts.user_last_seen "
+        "where plan_id = 'P_AFTER'",
+    ) == [("u1", datetime(2025, 6, 20, 8), 10)]
+    months = closings(warehouse, "P_AFTER")
+    assert list(months) == ["2025-06"]
+    assert query(
+        warehouse,
+        "select is_month_complete from marts.plan_user_counts_monthly where plan_id = 'P_AFTER'",
+    ) == [(False,)]
+
+
+def test_event_for_an_instance_declared_in_a_later_file_counts(warehouse: Path) -> None:
+    assert current(warehouse, "P_LATE")["user_count"] == 1
+    # I_NEVER is declared nowhere: its event counts in no plan, and no plan appears for it.
+    assert query(
+        warehouse,
+        "select count(*) from marts.user_last_seen where instance_id = 'I_NEVER'",
+    ) == [(0,)]
+
+
+def test_tier_in_force_follows_plan_versions(warehouse: Path) -> None:
+    # v2 (25) from 2025-03-15 12:00: day 03-14's instant is 03-15 00:00 -> v1.
+    assert daily(warehouse, "P_TIER", "2025-03-14")[2] == 10
+    assert daily(warehouse, "P_TIER", "2025-03-15")[2] == 25
+    # v3 (50) from 2025-05-01 00:00: day 04-30's instant is exactly then -> v3.
+    assert daily(warehouse, "P_TIER", "2025-04-29")[2] == 25
+    assert daily(warehouse, "P_TIER", "2025-04-30")[2] == 50
+    tiers = query(
+        warehouse,
+        "select strftime(month, '%Y-%m'), user_tier from marts.plan_user_counts_monthly "
+        "where plan_id = 'P_TIER' order by month",
+    )
+    assert tiers == [
+        ("2025-01", 10),
+        ("2025-02", 10),
+        ("2025-03", 25),
+        ("2025-04", 50),
+        ("2025-05", 50),
+        ("2025-06", 50),
+    ]
+    row = current(warehouse, "P_TIER")
+    assert (row["user_tier"], row["plan_name"]) == (50, "Tier v3")
+
+
+def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> None:
+    assert current(warehouse, "P_BAD")["user_count"] == 1
+    rows = query(
+        warehouse,
+        "select file_name, row_number, reason from quarantine.access_events order by row_number",
+    )
+    name = "access_events/access_events_004.csv"
+    assert [(r[0], r[1]) for r in rows] == [(name, n) for n in (2, 3, 4, 5, 6, 7)]
+    reasons = [r[2] for r in rows]
+    assert reasons[0] == "missing event_id"
+    assert reasons[1] == "missing user_id"
+    assert reasons[2] == "unknown action: delete"
+    assert reasons[3] == "unparseable occurred_at: yesterday"
+    assert reasons[4].startswith("TOO MANY COLUMNS")
+    assert reasons[5] == "missing occurred_at"
+
+    plans = query(warehouse, "select row_number, reason from quarantine.plans order by 1")
+    assert plans == [
+        (2, "user_tier must be greater than 0: 0"),
+        (3, "unparseable user_tier: ten"),
+        (4, "unknown plan_type: server"),
+        (5, "unparseable updated_at: not a time"),
+    ]
+    assert query(warehouse, "select row_number, reason from quarantine.users order by 1") == [
+        (5, "unknown account_type: robot"),
+        (6, "unparseable is_billable: maybe"),
+    ]
+    assert query(warehouse, "select reason from quarantine.instances") == [("missing instance_id",)]
+    assert query(warehouse, "select reason from quarantine.last_seen") == [
+        ("unparseable last_seen_at: whenever",)
+    ]
+    # Quarantined plans are not counted as plans.
+    assert query(
+        warehouse,
+        "select count(*) from marts.plan_user_counts_current where plan_id like 'P_Z%'",
+    ) == [(0,)]
+
+
+def test_csv_and_parquet_in_the_same_source(warehouse: Path) -> None:
+    row = current(warehouse, "P_PQ")
+    assert (row["user_count"], row["invited_count"]) == (3, 1)
+
+
+def test_billable_and_non_billable_are_shown_apart(warehouse: Path) -> None:
+    row = current(warehouse, "P_BILL")
+    # nb and flip are non-billable; b1 and zz (no users row) are billable.
+    assert (row["user_count"], row["billable_count"], row["non_billable_count"]) == (4, 2, 2)
+    assert row["invited_count"] == 1
+    assert closings(warehouse, "P_BILL")["2025-06"][0] == 4
+    assert query(
+        warehouse,
+        "select billable_count from marts.plan_user_counts_monthly "
+        "where plan_id = 'P_BILL' and month = '2025-01-01'",
+    ) == [(2,)]
+
+
+@pytest.mark.parametrize(
+    ("plan_id", "status", "utilization"),
+    [("P_T3", "ok", 0.6), ("P_T4", "approaching", 0.8), ("P_T5", "at_limit", 1.0),
+     ("P_T6", "over_limit", 1.2), ("P_MON", "approaching", 0.8)],
+)  # fmt: skip
+def test_threshold_status(warehouse: Path, plan_id: str, status: str, utilization: float) -> None:
+    row = current(warehouse, plan_id)
+    assert row["threshold_status"] == status
+    assert row["utilization"] == pytest.approx(utilization)
+    assert row["notify_at_80"] is True
+
+
+def test_months_have_no_gaps_and_the_as_of_month_is_incomplete(warehouse: Path) -> None:
+    rows = query(
+        warehouse,
+        "select strftime(month, '%Y-%m'), is_month_complete from marts.plan_user_counts_monthly "
+        "where plan_id = 'P_IR' order by month",
+    )
+    assert rows == [
+        ("2025-01", True),
+        ("2025-02", True),
+        ("2025-03", True),
+        ("2025-04", True),
+        ("2025-05", True),
+        ("2025-06", False),
+    ]
+
+
+def test_invariant_previous_plus_added_minus_removed_is_closing(warehouse: Path) -> None:
+    broken = query(
+        warehouse,
+        "select plan_id, month from marts.plan_user_counts_monthly "
+        "where coalesce(previous_closing_balance, 0) + users_added - users_removed "
+        "<> closing_balance",
+    )
+    assert broken == []
+    assert query(warehouse, "select count(*) from marts.plan_user_counts_monthly")[0][0] > 100

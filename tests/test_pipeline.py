@@ -1,0 +1,69 @@
+"""The run as a whole, through the pipeline's steps: re-runs, late data, dbt unit tests."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from conftest import Landing, build_warehouse, canonical_dump, query
+
+from usercounts.build import run_dbt
+
+
+def small_landing(landing: Landing) -> None:
+    landing.write("plans", [landing.plan("P1", 10)])
+    landing.write("instances", [{"instance_id": "I1", "plan_id": "P1"}])
+    landing.write("users", [{"user_id": "u1", "account_type": "atlassian"}])
+    landing.write(
+        "access_events",
+        [
+            {"event_id": "e1", "occurred_at": "2025-01-10T00:00:00Z", "instance_id": "I1",
+             "user_id": "u1", "action": "grant"},
+            {"event_id": "e2", "occurred_at": "2025-02-10T00:00:00Z", "instance_id": "I2",
+             "user_id": "u2", "action": "invite"},
+            {"event_id": "e3", "occurred_at": "not a time", "instance_id": "I1",
+             "user_id": "u3", "action": "grant"},
+        ],
+    )  # fmt: skip
+
+
+def test_rerun_of_the_same_as_of_date_gives_identical_marts(
+    landing: Landing, tmp_path: Path
+) -> None:
+    small_landing(landing)
+    home = tmp_path / "data"
+    settings = build_warehouse(landing.root, home, date(2025, 3, 31))
+    first = canonical_dump(settings.published_path)
+    assert first["marts.plan_user_counts_current"]
+    assert first["quarantine.access_events"]
+
+    # The contract's dbt unit tests (state table, month boundaries) on the built project.
+    result = run_dbt("test", settings.work_path, date(2025, 3, 31), "--select", "test_type:unit")
+    assert result.statuses == {"pass": 3}
+
+    build_warehouse(landing.root, home, date(2025, 3, 31))
+    assert canonical_dump(settings.published_path) == first
+    # Each published run is recorded; no write-ahead log is left beside the published file.
+    assert query(settings.published_path, "select count(*) from meta.runs") == [(2,)]
+    assert not settings.published_path.with_name("warehouse.duckdb.wal").exists()
+
+
+def test_events_for_an_undeclared_instance_count_once_it_appears(
+    landing: Landing, tmp_path: Path
+) -> None:
+    small_landing(landing)
+    home = tmp_path / "data"
+    as_of = date(2025, 3, 31)
+    settings = build_warehouse(landing.root, home, as_of)
+    sql = "select user_count from marts.plan_user_counts_current where plan_id = 'P1'"
+    assert query(settings.published_path, sql) == [(1,)]
+
+    # Next night's drop declares I2 under P1: u2's earlier invite now counts, from February.
+    landing.write("instances", [{"instance_id": "I2", "plan_id": "P1"}], name="late.csv")
+    build_warehouse(landing.root, home, as_of)
+    assert query(settings.published_path, sql) == [(2,)]
+    assert query(
+        settings.published_path,
+        "select strftime(month, '%Y-%m'), closing_balance, invited_count "
+        "from marts.plan_user_counts_monthly where plan_id = 'P1' order by month",
+    ) == [("2025-01", 1, 0), ("2025-02", 2, 1), ("2025-03", 2, 1)]
