@@ -8,6 +8,8 @@ Org O1 (admins Ada Admin, Ben Boss):
   P2 "Wiki" (confluence), PG (guard_standard), PM (marketplace_app).
 Org O2 (admin Olga Other): B7, B8, B10, B12, tier 10, with 7, 8, 10 and 12 users, product
   key `custom-tool` (not in the product catalogue).
+Org O3: only a guard_standard plan, G3.
+The inactive candidates are built for N = 89 days (USERCOUNTS_INACTIVE_DAYS=89).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import pytest
 
 from tests.conftest import Landing, build_warehouse, query, run_cli
 from usercounts.config import Settings
-from usercounts.export import ExportRefused, export_plans
-from usercounts.inactive import ON_THE_FLY, candidates
+from usercounts.export import ExportRefused, ExportResult, Plan, export_plans, ready_message
+from usercounts.inactive import ON_THE_FLY, built_inactive_days, candidates
 from usercounts.manifest import MANIFEST_NAME, purge_expired, read_entries
 from usercounts.views import open_published
 
@@ -67,6 +69,7 @@ def write_scenarios(landing: Landing) -> None:
                 landing.plan(f"B{n}", 10, org_id="O2", product_key="custom-tool")
                 for n in (7, 8, 10, 12)
             ],
+            landing.plan("G3", 10, org_id="O3", product_key="guard", plan_type="guard_standard"),
         ],
     )
     landing.write(
@@ -156,7 +159,8 @@ def write_scenarios(landing: Landing) -> None:
     for n in (7, 8, 10, 12):
         for i in range(1, n + 1):
             events.append(grant(f"b{n}-{i}", "2023-01-01T00:00:00Z", f"B{n}-1", f"b{n}-{i:02d}"))
-    # B12's activity, for the inactive candidates (N = 90: inactive since 2024-04-01 or before)
+    # B12's activity, for the inactive candidates (N = 90: inactive since 2024-04-01 or
+    # before; N = 89: since 2024-04-02 or before)
     b12_seen = {
         "b12-01": "2024-06-29T10:00:00Z",  # 1 day
         "b12-02": "2024-04-01T08:00:00Z",  # 90 days: candidate
@@ -188,7 +192,9 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("export")
     landing = Landing(root / "landing")
     write_scenarios(landing)
-    return build_warehouse(landing.root, root / "home", AS_OF)
+    # built for N = 89 days (not the default 90): proves the setting reaches dbt, and lets
+    # `usercounts inactive` be tested both from the mart and computed on the fly
+    return build_warehouse(landing.root, root / "home", AS_OF, inactive_days=89)
 
 
 @pytest.fixture
@@ -356,6 +362,32 @@ def test_email_goes_to_the_org_admins_only(settings: Settings) -> None:
     assert result.notified == sorted(O1_ADMINS)
 
 
+def test_data_cannot_add_headers_or_recipients() -> None:
+    """Line breaks in a plan or admin name and a list in an address stay out of headers."""
+    plan = Plan("P", "O", "Evil\r\nBcc: thief@evil.example", "product", AS_OF, 1)
+    result = ExportResult(plan, Path("/x.csv"), 1, datetime.now(UTC), datetime.now(UTC))
+    warnings: list[str] = []
+    message = ready_message(
+        "O",
+        [result],
+        [
+            ("ok@o.example", "Ok\r\nCc: thief@evil.example"),
+            ("a@o.example, thief@evil.example", "Two"),
+        ],
+        warnings,
+    )
+    assert message is not None
+    parsed = email.message_from_bytes(message.as_bytes(), policy=policy.default)
+    assert parsed["Bcc"] is None and parsed["Cc"] is None
+    assert recipients(parsed) == {"ok@o.example"}
+    assert parsed["Subject"] == "usercounts: users export ready for Evil Bcc: thief@evil.example"
+    assert warnings == [
+        "org O: admin address 'a@o.example, thief@evil.example' is not valid: not emailed"
+    ]
+    assert ready_message("O", [result], [], warnings) is None
+    assert warnings[-1] == "org O has no admins: nobody was told the export is ready"
+
+
 def test_email_by_real_smtp_server(warehouse: Settings, tmp_path: Path) -> None:
     """The same message through a real SMTP server on 127.0.0.1: envelope = the admins."""
     from aiosmtpd.controller import Controller
@@ -401,6 +433,8 @@ def test_all_plans_of_an_org(settings: Settings) -> None:
     assert all(str(r.path) in message.get_content() for r in results)
     with pytest.raises(ExportRefused, match="no org 'O9'"):
         export_plans(settings, org_id="O9")
+    with pytest.raises(ExportRefused, match="org O3 has only guard_standard and marketplace_app"):
+        export_plans(settings, org_id="O3")
 
 
 def test_expired_exports_are_purged(settings: Settings) -> None:
@@ -489,38 +523,43 @@ def test_users_to_remove_at_the_boundaries(warehouse: Settings) -> None:
 
 
 def test_inactive_candidates_most_inactive_first(warehouse: Settings) -> None:
+    """The mart, built for N = 89: the running total, most inactive first."""
     rows = query(
         warehouse.published_path,
         "select user_id, cumulative_users, days_inactive, inactive_days "
         "from marts.inactive_user_candidates where plan_id = 'B12' order by cumulative_users",
     )
     assert rows == [
-        ("b12-06", 1, 546, 90),  # never seen, access since 2023-01-01
-        ("b12-07", 2, 395, 90),  # last seen 2023-06-01
-        ("b12-08", 3, 167, 90),
-        ("b12-02", 4, 90, 90),  # seen 2024-04-01 08:00
-        ("b12-04", 5, 90, 90),  # never seen, access since 2024-04-01 09:00
+        ("b12-06", 1, 546, 89),  # never seen, access since 2023-01-01
+        ("b12-07", 2, 395, 89),  # last seen 2023-06-01
+        ("b12-08", 3, 167, 89),
+        ("b12-02", 4, 90, 89),  # seen 2024-04-01 08:00
+        ("b12-04", 5, 90, 89),  # never seen, access since 2024-04-01 09:00
+        ("b12-03", 6, 89, 89),  # seen 2024-04-02 08:00
+        ("b12-05", 7, 89, 89),  # never seen, access since 2024-04-02 09:00
     ]
-    # not b12-09: seen in 2022, but its current access began 2024-05-15
-    # the 5 that must go for 80% are exactly these 5
+    # not b12-09: seen in 2022, but its current access began 2024-05-15 (46 days)
     assert query(
         warehouse.published_path,
-        "select users_to_remove_for_80 from marts.plan_user_counts_current where plan_id = 'B12'",
-    ) == [(5,)]
+        "select count(*) from marts.inactive_user_candidates where plan_id in ('B7', 'B8')",
+    ) == [(15,)]  # never seen, access since 2023-01-01
 
 
 def test_inactive_for_other_days_is_computed_on_the_fly(warehouse: Settings) -> None:
     with open_published(warehouse.published_path) as con:
-        for_89 = [r[1] for r in candidates(con, "B12", 89)]
+        assert built_inactive_days(con) == 89
+        for_90 = [r[1] for r in candidates(con, "B12", 90)]
         for_365 = [r[1] for r in candidates(con, "B12", 365)]
-        from_mart = candidates(con, "B12", 90)
-        on_the_fly = con.execute(ON_THE_FLY, ["B12", 90]).fetchall()
-    assert for_89 == ["b12-06", "b12-07", "b12-08", "b12-02", "b12-04", "b12-03", "b12-05"]
+        from_mart = candidates(con, "B12", 89)
+        on_the_fly = con.execute(ON_THE_FLY, ["B12", 89]).fetchall()
+    assert for_90 == ["b12-06", "b12-07", "b12-08", "b12-02", "b12-04"]
     assert for_365 == ["b12-06", "b12-07"]
+    assert len(from_mart) == 7
     assert from_mart == on_the_fly  # the mart and the on-the-fly query agree
 
 
 def test_inactive_command(warehouse: Settings) -> None:
+    """Default N (90) on the fly; the 5 that must go for 80% are exactly the 5 candidates."""
     database = str(warehouse.published_path)
     done = run_cli("inactive", "--plan", "B12", "--database", database)
     assert done.returncode == 0, done.stderr
@@ -538,6 +577,11 @@ def test_inactive_command(warehouse: Settings) -> None:
     ]
     assert table[1].rstrip().endswith("at most the tier")
     assert table[4].rstrip().endswith("under 80%")
+    done = run_cli(
+        "inactive", "--plan", "B12", "--days", "89", "--limit", "2", "--database", database
+    )
+    assert "inactive for 89 days or more: 7 users" in done.stdout
+    assert done.stdout.rstrip().endswith("... and 5 more (--limit 0 shows all)")
     done = run_cli("inactive", "--plan", "B12", "--days", "365", "--database", database)
     assert "inactive for 365 days or more: 2 users" in done.stdout
     done = run_cli("inactive", "--plan", "NOPE", "--database", database)

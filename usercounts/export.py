@@ -324,6 +324,30 @@ def _notify_admins(
         "select email, display_name from marts.org_admins where org_id = ? order by lower(email)",
         [org_id],
     ).fetchall()
+    message = ready_message(org_id, results, admins, warnings)
+    if message is None:
+        return
+    try:
+        deliver(settings, message)
+    except DeliveryError as exc:
+        warnings.append(f"export written, but the email to org {org_id}'s admins failed: {exc}")
+        return
+    for result in results:
+        result.notified = [a.addr_spec for a in message["To"].addresses]
+
+
+def ready_message(
+    org_id: str,
+    results: list[ExportResult],
+    admins: list[tuple[str, str | None]],
+    warnings: list[str],
+) -> EmailMessage | None:
+    """The "export is ready" message to the admins (email, name); None when there are none.
+
+    Addresses are parsed (one address each, or the admin is skipped with a warning) and
+    text from the data loses its line breaks, so nothing from the data can add a header or
+    a recipient.
+    """
     recipients: list[Address] = []
     for email, display_name in admins:
         try:
@@ -332,7 +356,7 @@ def _notify_admins(
             warnings.append(f"org {org_id}: admin address {email!r} is not valid: not emailed")
     if not recipients:
         warnings.append(f"org {org_id} has no admins: nobody was told the export is ready")
-        return
+        return None
     message = EmailMessage()
     message["To"] = recipients
     message["Subject"] = _one_line(
@@ -341,13 +365,7 @@ def _notify_admins(
         else f"usercounts: {len(results)} users exports ready for org {org_id}"
     )
     message.set_content(export_message_body(results))
-    try:
-        deliver(settings, message)
-    except DeliveryError as exc:
-        warnings.append(f"export written, but the email to org {org_id}'s admins failed: {exc}")
-        return
-    for result in results:
-        result.notified = [a.addr_spec for a in recipients]
+    return message
 
 
 def _one_line(text: str | None) -> str:
