@@ -92,10 +92,10 @@ final as (
     left join users on with_inactive_since.user_id = users.user_id
     left join admin_emails
         on with_inactive_since.org_id = admin_emails.org_id
-        and lower(users.email) = admin_emails.email_key
+            and lower(users.email) = admin_emails.email_key
     left join added_to_org
         on with_inactive_since.org_id = added_to_org.org_id
-        and with_inactive_since.user_id = added_to_org.user_id
+            and with_inactive_since.user_id = added_to_org.user_id
 )
 
 select * from final
