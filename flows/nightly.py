@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from usercounts import pipeline
 from usercounts.config import Settings, today_utc
 from usercounts.lock import run_lock
+from usercounts.manifest import purge_expired
 from usercounts.pipeline import RunSummary
 
 T = TypeVar("T")
@@ -26,6 +27,7 @@ T = TypeVar("T")
 load_step = task(name="load landing files", cache_policy=NO_CACHE)(pipeline.load)
 build_step = task(name="build counts with dbt", cache_policy=NO_CACHE)(pipeline.build)
 publish_step = task(name="publish warehouse", cache_policy=NO_CACHE)(pipeline.record_and_publish)
+purge_step = task(name="purge expired exports", cache_policy=NO_CACHE)(purge_expired)
 
 
 def timed(summary: RunSummary, step: str, call: Callable[[], T]) -> T:
@@ -51,6 +53,8 @@ def nightly(
     logger = get_run_logger()
 
     with run_lock(settings.lock_path):
+        # users exports live 24 hours: each run deletes the expired ones first
+        summary.warnings.extend(purge_step(settings.exports_path).warnings)
         pipeline.reset_work(settings)
         loaded = timed(summary, "load", lambda: load_step(settings))
         summary.rows_loaded = dict(loaded.rows)

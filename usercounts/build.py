@@ -27,21 +27,28 @@ def dbt_home(work_path: Path) -> Path:
     return work_path.parent / f"{work_path.stem}.dbt"
 
 
-def dbt_args(command: str, work_path: Path, as_of: date, *extra: str) -> list[str]:
+def dbt_args(
+    command: str, work_path: Path, as_of: date, *extra: str, inactive_days: int | None = None
+) -> list[str]:
     """The dbt command line for this project, with per-database target and log folders."""
     target = dbt_home(work_path)
+    dbt_vars: dict[str, object] = {"as_of_date": as_of.isoformat()}
+    if inactive_days is not None:
+        dbt_vars["inactive_days"] = inactive_days
     return [
         command,
         "--project-dir", str(PROJECT_ROOT),
         "--profiles-dir", str(PROJECT_ROOT),
         "--target-path", str(target / "target"),
         "--log-path", str(target / "logs"),
-        "--vars", json.dumps({"as_of_date": as_of.isoformat()}),
+        "--vars", json.dumps(dbt_vars),
         *extra,
     ]  # fmt: skip
 
 
-def run_dbt(command: str, work_path: Path, as_of: date, *extra: str) -> BuildResult:
+def run_dbt(
+    command: str, work_path: Path, as_of: date, *extra: str, inactive_days: int | None = None
+) -> BuildResult:
     """Run dbt; raise RunFailed naming the first failing nodes when anything fails.
 
     dbt runs in a child process: dbt-duckdb keeps its database open for the life of the
@@ -49,7 +56,7 @@ def run_dbt(command: str, work_path: Path, as_of: date, *extra: str) -> BuildRes
     """
     env = {**os.environ, "USERCOUNTS_WORK_DB": str(work_path)}
     dbt = Path(sys.executable).with_name("dbt")
-    args = dbt_args(command, work_path, as_of, *extra)
+    args = dbt_args(command, work_path, as_of, *extra, inactive_days=inactive_days)
     proc = subprocess.run(
         [str(dbt), "--quiet", "--no-use-colors", *args],
         env=env,

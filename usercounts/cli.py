@@ -21,6 +21,16 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of days >= 1: {text!r}")
+    return value
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by the options given on the command line."""
     given = {
@@ -63,6 +73,26 @@ def cmd_notify_at_80(args: argparse.Namespace) -> int:
         "(from the next run on)"
     )
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from usercounts.export import run_export
+
+    if args.all_plans != bool(args.org) or (args.all_plans and args.out):
+        print(
+            "usercounts: error: use --plan PLAN_ID [--out FILE], or --all-plans --org ORG_ID",
+            file=sys.stderr,
+        )
+        return 2
+    return run_export(_settings(args), args.plan, org_id=args.org, out=args.out)
+
+
+def cmd_inactive(args: argparse.Namespace) -> int:
+    from usercounts.inactive import print_inactive
+
+    settings = _settings(args)
+    days = args.days if args.days is not None else settings.inactive_days
+    return print_inactive(settings.published_path, args.plan, days, limit=args.limit or None)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -120,6 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_argument("--plan", required=True, help="the plan_id")
     database_option(notify)
     notify.set_defaults(func=cmd_notify_at_80)
+
+    export = sub.add_parser("export", help="the users export of a plan (CSV, expires in 24 h)")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--plan", help="the plan_id to export")
+    which.add_argument(
+        "--all-plans", action="store_true", help="every exportable plan of --org, one file each"
+    )
+    export.add_argument("--org", help="the org_id, with --all-plans")
+    export.add_argument("--out", type=Path, help="write here instead of the exports folder")
+    database_option(export)
+    export.set_defaults(func=cmd_export)
+
+    inactive = sub.add_parser("inactive", help="whom to remove first: inactive users of a plan")
+    inactive.add_argument("--plan", required=True, help="the plan_id")
+    inactive.add_argument(
+        "--days", type=_positive, help="inactive N days or more (default: USERCOUNTS_INACTIVE_DAYS)"
+    )
+    inactive.add_argument("--limit", type=int, help="show the first N only (default: all)")
+    database_option(inactive)
+    inactive.set_defaults(func=cmd_inactive)
 
     gen = sub.add_parser("generate", help="write a synthetic landing folder")
     gen.add_argument("--out", type=Path, required=True, help="landing folder to write")

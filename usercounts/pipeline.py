@@ -88,7 +88,14 @@ def load(settings: Settings) -> LoadSummary:
 
 def build(settings: Settings, as_of: date) -> BuildResult:
     """dbt build (models and their data tests) in the working database."""
-    return run_dbt("build", settings.work_path, as_of, "--exclude", "test_type:unit")
+    return run_dbt(
+        "build",
+        settings.work_path,
+        as_of,
+        "--exclude",
+        "test_type:unit",
+        inactive_days=settings.inactive_days,
+    )
 
 
 def read_back(settings: Settings, summary: RunSummary) -> None:

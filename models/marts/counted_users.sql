@@ -1,0 +1,101 @@
+-- One row per plan and user counted there at the as-of instant A (access to at least one of
+-- the plan's instances), with what an admin needs to decide whom to remove: when the user was
+-- last seen on any of the plan's instances, since when they have access, and the org-level
+-- facts the users export shows (added to org, org admin).
+with
+
+user_access as (
+    select * from {{ ref('user_last_seen') }}
+),
+
+spans as (
+    select * from {{ ref('int_access_state_intervals') }}
+),
+
+instances as (
+    select * from {{ ref('stg_landing__instances') }}
+),
+
+plans as (
+    select * from {{ ref('int_plans_as_of') }}
+),
+
+users as (
+    select * from {{ ref('stg_landing__users') }}
+),
+
+admins as (
+    select * from {{ ref('stg_landing__org_admins') }}
+),
+
+access_per_plan as (
+    select
+        org_id,
+        plan_id,
+        user_id,
+        count(*) as instances_with_access,
+        bool_and(access_status = 'invited') as is_invited_only,
+        min(access_since) as access_since,
+        max(last_seen_at) as last_seen_at
+    from user_access
+    group by org_id, plan_id, user_id
+),
+
+-- the first instant the user had access (invited or active) to any instance of the org
+added_to_org as (
+    select
+        plans.org_id,
+        spans.user_id,
+        min(spans.valid_from) as added_to_org_at
+    from spans
+    inner join instances on spans.instance_id = instances.instance_id
+    inner join plans on instances.plan_id = plans.plan_id
+    group by plans.org_id, spans.user_id
+),
+
+admin_emails as (
+    select distinct
+        org_id,
+        lower(email) as email_key
+    from admins
+),
+
+-- inactive since the last sighting, or since access began when that is later (never seen,
+-- or seen only before the current access began)
+with_inactive_since as (
+    select
+        *,
+        greatest(last_seen_at, access_since) as inactive_since
+    from access_per_plan
+),
+
+final as (
+    select
+        with_inactive_since.org_id,
+        with_inactive_since.plan_id,
+        with_inactive_since.user_id,
+        users.email,
+        users.display_name,
+        case when with_inactive_since.is_invited_only then 'invited' else 'active' end
+            as access_status,
+        with_inactive_since.instances_with_access,
+        {{ as_of_date() }} - cast(with_inactive_since.last_seen_at as date)
+            as days_since_last_seen,
+        {{ as_of_date() }} - cast(with_inactive_since.inactive_since as date) as days_inactive,
+        coalesce(users.is_billable, true) as is_billable,
+        admin_emails.email_key is not null as is_org_admin,
+        added_to_org.added_to_org_at,
+        with_inactive_since.access_since,
+        with_inactive_since.last_seen_at,
+        with_inactive_since.inactive_since
+    from with_inactive_since
+    left join users on with_inactive_since.user_id = users.user_id
+    left join admin_emails
+        on with_inactive_since.org_id = admin_emails.org_id
+            and lower(users.email) = admin_emails.email_key
+    left join added_to_org
+        on with_inactive_since.org_id = added_to_org.org_id
+            and with_inactive_since.user_id = added_to_org.user_id
+)
+
+select * from final
