@@ -25,8 +25,8 @@ from email import policy
 from pathlib import Path
 
 import pytest
+from conftest import Landing, build_warehouse, query, run_cli
 
-from tests.conftest import Landing, build_warehouse, query, run_cli
 from usercounts.config import Settings
 from usercounts.export import ExportRefused, ExportResult, Plan, export_plans, ready_message
 from usercounts.inactive import ON_THE_FLY, built_inactive_days, candidates
