@@ -62,6 +62,20 @@ def cmd_notify_at_80(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from usercounts.report import write_report
+
+    settings = _settings(args)
+    files = write_report(settings.published_path, args.out or settings.reports_path)
+    print(
+        f"usercounts: capacity report as of {files.as_of.isoformat()}, {files.plans} plans: "
+        f"{files.latest_html} (dated copy {files.html.name}; CSV "
+        + ", ".join(p.name for p in files.csv)
+        + ")"
+    )
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from usercounts.generate import generate, generate_demo
 
@@ -117,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_argument("--plan", required=True, help="the plan_id")
     database_option(notify)
     notify.set_defaults(func=cmd_notify_at_80)
+
+    report = sub.add_parser("report", help="the capacity report: HTML and CSV (finance)")
+    report.add_argument("--out", type=Path, help="folder to write (default: reports/ beside it)")
+    database_option(report)
+    report.set_defaults(func=cmd_report)
 
     gen = sub.add_parser("generate", help="write a synthetic landing folder")
     gen.add_argument("--out", type=Path, required=True, help="landing folder to write")
