@@ -63,9 +63,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 
 def test_dbt_unit_tests_of_the_forecast_pass(built: Settings) -> None:
-    result = run_dbt(
-        "test", built.work_path, AS_OF, "--select", "capacity_forecast,test_type:unit"
-    )
+    result = run_dbt("test", built.work_path, AS_OF, "--select", "capacity_forecast,test_type:unit")
     assert result.statuses == {"pass": 7}
 
 

@@ -263,6 +263,7 @@ def render_chart(plan: Plan, svg_id: str) -> str:
             labels.append(p["month"].strftime("%b\n%Y"))
     n_actual, n_all = len(months), len(months) + len(future)
     xs = list(range(n_all))
+    width = 0.7 if n_all >= 8 else 0.45  # a few months do not make fat bars
 
     fig = Figure(figsize=(9.2, 4.4), dpi=72, layout="constrained")
     grid = fig.add_gridspec(2, 1, height_ratios=[3.2, 1])
@@ -271,17 +272,20 @@ def render_chart(plan: Plan, svg_id: str) -> str:
 
     billable = [m["billable_count"] for m in months]
     non_billable = [m["non_billable_count"] for m in months]
-    bars_b = ax.bar(xs[:n_actual], billable, width=0.7, color=COLORS["billable"], zorder=2)
-    _tag(bars_b, f"{svg_id}-billable")
+    bars_b = ax.bar(xs[:n_actual], billable, width=width, color=COLORS["billable"], zorder=2)
+    _tag(bars_b, "billable")
     bars_n = ax.bar(
         xs[:n_actual],
         non_billable,
         bottom=billable,
-        width=0.7,
+        width=width,
         color=COLORS["non_billable"],
         zorder=2,
     )
-    _tag(bars_n, f"{svg_id}-non-billable")
+    _tag(bars_n, "non-billable")
+    if months and not months[-1]["is_month_complete"]:
+        for bar in (bars_b[-1], bars_n[-1]):  # the month so far: not a month end yet
+            bar.set_alpha(0.6)
     for x, m in zip(xs, months, strict=False):
         ax.annotate(
             str(m["closing_balance"]),
@@ -299,21 +303,21 @@ def render_chart(plan: Plan, svg_id: str) -> str:
         bars_f = ax.bar(
             xs[n_actual:],
             values,
-            width=0.7,
+            width=width,
             facecolor="#eef2ff",
             edgecolor=[COLORS["renewal"] if r else COLORS["forecast"] for r in is_renewal],
             linewidth=[1.8 if r else 0.9 for r in is_renewal],
             linestyle="--",
             zorder=2,
         )
-        _tag(bars_f, f"{svg_id}-forecast")
+        _tag(bars_f, "forecast")
         start = [months[-1]["closing_balance"]] if months else [f["user_count"]]
         line_x = [n_actual - 1, *xs[n_actual:]] if months else xs[n_actual:]
         line_y = start + values if months else values
         (trend_line,) = ax.plot(
             line_x, line_y, color=COLORS["forecast"], linewidth=1.6, linestyle=":", zorder=3
         )
-        trend_line.set_gid(f"{svg_id}-forecast-line")
+        trend_line.set_gid("forecast-line")
         ax.annotate(
             f"{values[-1]:g}",
             (xs[-1], values[-1]),
@@ -333,7 +337,7 @@ def render_chart(plan: Plan, svg_id: str) -> str:
         (tier_line,) = ax.step(
             step_x, step_tier, where="pre", color=COLORS["tier"], linewidth=1.8, zorder=4
         )
-        tier_line.set_gid(f"{svg_id}-tier")
+        tier_line.set_gid("tier")
         (eighty_line,) = ax.step(
             step_x,
             [0.8 * t for t in step_tier],
@@ -343,7 +347,7 @@ def render_chart(plan: Plan, svg_id: str) -> str:
             linestyle="--",
             zorder=4,
         )
-        eighty_line.set_gid(f"{svg_id}-eighty")
+        eighty_line.set_gid("eighty")
         ax.annotate(
             f"tier {tiers[-1]}",
             (step_x[-1], tiers[-1]),
@@ -376,7 +380,7 @@ def render_chart(plan: Plan, svg_id: str) -> str:
             linewidth=1.2,
             zorder=5,
         )
-        invited_line.set_gid(f"{svg_id}-invited")
+        invited_line.set_gid("invited")
 
     top = max(
         [f["user_tier"], *tiers, *[m["closing_balance"] for m in months]]
@@ -398,15 +402,11 @@ def render_chart(plan: Plan, svg_id: str) -> str:
     ]
     legend_items = legend + [
         Line2D([], [], color=COLORS["tier"], linewidth=1.8, label="user tier"),
-        Line2D(
-            [], [], color=COLORS["eighty"], linewidth=1.2, linestyle="--", label="80% of tier"
-        ),
+        Line2D([], [], color=COLORS["eighty"], linewidth=1.2, linestyle="--", label="80% of tier"),
     ]
     if any(invited):
         legend_items.append(
-            Line2D(
-                [], [], color=COLORS["invited"], marker="o", markersize=3.5, label="invited"
-            )
+            Line2D([], [], color=COLORS["invited"], marker="o", markersize=3.5, label="invited")
         )
     if future:
         legend_items.append(
@@ -433,11 +433,11 @@ def render_chart(plan: Plan, svg_id: str) -> str:
     bars_c = ax_change.bar(
         xs[:n_actual],
         change_values,
-        width=0.7,
+        width=width,
         color=[COLORS["up"] if c > 0 else COLORS["down"] for c in change_values],
         zorder=2,
     )
-    _tag(bars_c, f"{svg_id}-change")
+    _tag(bars_c, "change")
     for x, c in zip(xs, changes, strict=False):
         if c is None:
             continue
@@ -477,10 +477,12 @@ def _inline_svg(svg: str, svg_id: str) -> str:
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
     # ids must be unique in the page: prefix each, and every reference to one
     svg = re.sub(r'\bid="', f'id="{svg_id}-', svg)
-    svg = svg.replace("url(#", f"url(#{svg_id}-").replace('xlink:href="#', f'xlink:href="#{svg_id}-')
-    svg = svg.replace(f'id="{svg_id}-{svg_id}-', f'id="{svg_id}-')
+    svg = svg.replace("url(#", f"url(#{svg_id}-")
+    svg = svg.replace('xlink:href="#', f'xlink:href="#{svg_id}-')
     svg = re.sub(r"font-family: [^;\"]*", "font-family: inherit", svg)
-    svg = re.sub(r'<svg ([^>]*?)width="[^"]*" height="[^"]*"', r'<svg \1class="chart"', svg, 1)
+    svg = re.sub(
+        r'<svg ([^>]*?)width="[^"]*" height="[^"]*"', r'<svg \1class="chart"', svg, count=1
+    )
     return svg
 
 
@@ -504,7 +506,7 @@ def _crossing(f: dict[str, Any], which: str) -> str:
     if slope is None:
         return "no trend yet"
     if slope <= 0:
-        return "not on this trend"
+        return "not on trend"
     return "over 5 years out"
 
 
