@@ -287,15 +287,7 @@ def render_chart(plan: Plan, svg_id: str) -> str:
         for bar in (bars_b[-1], bars_n[-1]):  # the month so far: not a month end yet
             bar.set_alpha(0.6)
     for x, m in zip(xs, months, strict=False):
-        ax.annotate(
-            str(m["closing_balance"]),
-            (x, m["closing_balance"]),
-            xytext=(0, 3),
-            textcoords="offset points",
-            ha="center",
-            fontsize=8,
-            color=COLORS["text"],
-        )
+        _label(ax, str(m["closing_balance"]), (x, m["closing_balance"]), COLORS["text"])
 
     if future:
         values = [p["value"] for p in future]
@@ -318,16 +310,8 @@ def render_chart(plan: Plan, svg_id: str) -> str:
             line_x, line_y, color=COLORS["forecast"], linewidth=1.6, linestyle=":", zorder=3
         )
         trend_line.set_gid("forecast-line")
-        ax.annotate(
-            f"{values[-1]:g}",
-            (xs[-1], values[-1]),
-            xytext=(0, 3),
-            textcoords="offset points",
-            ha="center",
-            fontsize=8,
-            fontweight="bold",
-            color=COLORS["renewal"] if is_renewal[-1] else COLORS["forecast"],
-        )
+        color = COLORS["renewal"] if is_renewal[-1] else COLORS["forecast"]
+        _label(ax, f"{values[-1]:g}", (xs[-1], values[-1]), color, fontweight="bold")
 
     # The tier of each month (the version in force at its close), then the current tier.
     tiers = [m["user_tier"] for m in months] + [f["user_tier"]] * len(future)
@@ -348,26 +332,9 @@ def render_chart(plan: Plan, svg_id: str) -> str:
             zorder=4,
         )
         eighty_line.set_gid("eighty")
-        ax.annotate(
-            f"tier {tiers[-1]}",
-            (step_x[-1], tiers[-1]),
-            xytext=(3, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=8,
-            color=COLORS["tier"],
-            annotation_clip=False,
-        )
-        ax.annotate(
-            "80%",
-            (step_x[-1], 0.8 * tiers[-1]),
-            xytext=(3, 0),
-            textcoords="offset points",
-            va="center",
-            fontsize=8,
-            color=COLORS["eighty"],
-            annotation_clip=False,
-        )
+        right = {"offset": (3, 0), "ha": "left", "va": "center", "annotation_clip": False}
+        _label(ax, f"tier {tiers[-1]}", (step_x[-1], tiers[-1]), COLORS["tier"], **right)
+        _label(ax, "80%", (step_x[-1], 0.8 * tiers[-1]), COLORS["eighty"], **right)
 
     invited = [m["invited_count"] for m in months]
     if any(invited):
@@ -441,15 +408,14 @@ def render_chart(plan: Plan, svg_id: str) -> str:
     for x, c in zip(xs, changes, strict=False):
         if c is None:
             continue
-        ax_change.annotate(
+        _label(
+            ax_change,
             f"{c:+d}" if c else "0",
             (x, c),
-            xytext=(0, 2 if c >= 0 else -2),
-            textcoords="offset points",
-            ha="center",
+            COLORS["text"],
+            offset=(0, 2 if c >= 0 else -2),
             va="bottom" if c >= 0 else "top",
             fontsize=7.5,
-            color=COLORS["text"],
         )
     span = max([abs(c) for c in change_values] + [1])
     ax_change.set_ylim(-span * 1.6, span * 1.6)
@@ -463,6 +429,20 @@ def render_chart(plan: Plan, svg_id: str) -> str:
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     return _inline_svg(buffer.getvalue(), svg_id)
+
+
+def _label(
+    ax: Any,
+    text: str,
+    xy: tuple[float, float],
+    color: str,
+    *,
+    offset: tuple[float, float] = (0, 3),
+    **style: Any,
+) -> None:
+    """A small text label next to a point of the chart (above it unless told)."""
+    style = {"ha": "center", "fontsize": 8, **style}
+    ax.annotate(text, xy, xytext=offset, textcoords="offset points", color=color, **style)
 
 
 def _tag(artists: Iterable[Any], name: str) -> None:
