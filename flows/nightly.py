@@ -13,7 +13,7 @@ from datetime import date
 from typing import TypeVar
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from usercounts import pipeline
@@ -21,6 +21,7 @@ from usercounts.config import Settings, today_utc
 from usercounts.lock import run_lock
 from usercounts.manifest import purge_expired
 from usercounts.pipeline import RunSummary
+from usercounts.report import write_report
 
 T = TypeVar("T")
 
@@ -28,6 +29,7 @@ load_step = task(name="load landing files", cache_policy=NO_CACHE)(pipeline.load
 build_step = task(name="build counts with dbt", cache_policy=NO_CACHE)(pipeline.build)
 publish_step = task(name="publish warehouse", cache_policy=NO_CACHE)(pipeline.record_and_publish)
 purge_step = task(name="purge expired exports", cache_policy=NO_CACHE)(purge_expired)
+report_step = task(name="write capacity report", cache_policy=NO_CACHE)(write_report)
 
 
 def timed(summary: RunSummary, step: str, call: Callable[[], T]) -> T:
@@ -66,6 +68,23 @@ def nightly(
         timed(summary, "dbt build", lambda: build_step(settings, summary.as_of))
         pipeline.read_back(settings, summary)
         timed(summary, "publish", lambda: publish_step(settings, summary))
+        # After publishing: a report that fails leaves the warehouse published and the
+        # run completed, with a warning (DECISIONLOG.md, "Capacity report in the run").
+        try:
+            report = timed(
+                summary,
+                "report",
+                lambda: report_step(settings.published_path, settings.reports_path),
+            )
+            summary.report = str(report.latest_html)
+            create_link_artifact(
+                key="usercounts-capacity-report",
+                link=report.latest_html.as_uri(),
+                link_text=f"Capacity report, as of {report.as_of.isoformat()}",
+                description=f"{report.plans} plans; dated copy {report.html.name}",
+            )
+        except Exception as exc:  # any report failure is a warning, never an un-publish
+            summary.warnings.append(f"capacity report not written: {exc}")
 
     for warning in summary.warnings:
         logger.warning(warning)

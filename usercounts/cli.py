@@ -95,6 +95,20 @@ def cmd_inactive(args: argparse.Namespace) -> int:
     return print_inactive(settings.published_path, args.plan, days, limit=args.limit or None)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from usercounts.report import write_report
+
+    settings = _settings(args)
+    files = write_report(settings.published_path, args.out or settings.reports_path)
+    print(
+        f"usercounts: capacity report as of {files.as_of.isoformat()}, {files.plans} plans: "
+        f"{files.latest_html} (dated copy {files.html.name}; CSV "
+        + ", ".join(p.name for p in files.csv)
+        + ")"
+    )
+    return 0
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from usercounts.generate import generate, generate_demo
 
@@ -170,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     inactive.add_argument("--limit", type=int, help="show the first N only (default: all)")
     database_option(inactive)
     inactive.set_defaults(func=cmd_inactive)
+    report = sub.add_parser("report", help="the capacity report: HTML and CSV (finance)")
+    report.add_argument("--out", type=Path, help="folder to write (default: reports/ beside it)")
+    database_option(report)
+    report.set_defaults(func=cmd_report)
 
     gen = sub.add_parser("generate", help="write a synthetic landing folder")
     gen.add_argument("--out", type=Path, required=True, help="landing folder to write")

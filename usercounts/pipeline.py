@@ -24,6 +24,7 @@ class RunSummary:
 
     as_of: date
     published: str | None = None
+    report: str | None = None
     rows_loaded: dict[str, int] = field(default_factory=dict)
     rows_quarantined: dict[str, int] = field(default_factory=dict)
     plans: int = 0
@@ -37,6 +38,7 @@ class RunSummary:
             "",
             f"Published: `{self.published}`" if self.published else "Nothing published.",
             f"Plans: {self.plans}",
+            f"Capacity report: `{self.report}`" if self.report else "No capacity report.",
             "",
             "| source | rows loaded | rows quarantined |",
             "|---|---:|---:|",
@@ -61,6 +63,7 @@ class RunSummary:
             f"usercounts: as of {self.as_of.isoformat()}: {self.plans} plans; "
             f"published {self.published or 'nothing'}",
             f"  rows loaded: {loaded}",
+            f"  capacity report: {self.report or 'not written'}",
             f"  rows quarantined: {sum(quarantined.values())}{detail}",
             f"  time: {steps}",
         ]

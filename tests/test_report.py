@@ -1,0 +1,356 @@
+"""The capacity report: the nightly flow writes it, `usercounts report` writes it, and a real
+headless browser (Debian's Chromium) renders it offline with every chart drawn.
+
+One hand-made landing, one real flow run (real Prefect server, real dbt build), as of
+2026-11-15. Four plans, one per urgency (figures worked out by hand below):
+
+- north-jira  tier 10, month ends May..Oct 8, 8, 9, 9, 10, 12; 12 now: over the limit.
+- north-wiki  tier 25, +1 a month (10 ... 15), 16 now: reaches 80% (20) before renewal.
+- south-jsm   tier 15, Sep 5, Oct 10, 11 now: reaches the limit before renewal.
+- south-tempo tier 50, -1 a month (20 ... 15), 4 app accounts and 2 invited users: ok.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Landing, query, run_cli
+
+from usercounts.config import PROJECT_ROOT
+from usercounts.pipeline import RunSummary
+
+AS_OF = date(2026, 11, 15)
+ARTIFACTS = PROJECT_ROOT / "data" / "ci-artifacts"
+PLANS = ("north-jira", "north-wiki", "south-jsm", "south-tempo")
+
+
+def events(instance: str, when: str, users: list[str], action: str = "grant") -> list[dict]:
+    return [
+        {
+            "event_id": f"{instance}-{when}-{user}-{action}",
+            "occurred_at": f"{when}T09:00:00Z",
+            "instance_id": instance,
+            "user_id": user,
+            "action": action,
+        }
+        for user in users
+    ]
+
+
+def write_landing(landing: Landing) -> None:
+    landing.write(
+        "plans",
+        [
+            landing.plan("north-jira", 10, org_id="north", renewal_date="2027-02-01"),
+            landing.plan(
+                "north-wiki",
+                25,
+                org_id="north",
+                product_key="confluence",
+                plan_name="North Wiki",
+                renewal_date="2027-06-01",
+            ),
+            landing.plan(
+                "south-jsm",
+                15,
+                org_id="south",
+                product_key="jira-service-management",
+                plan_name="South <Service> Desk",
+                billing_cycle="monthly",
+                renewal_date="2027-01-10",
+            ),
+            landing.plan(
+                "south-tempo",
+                50,
+                org_id="south",
+                product_key="tempo-timesheets",
+                plan_type="marketplace_app",
+                renewal_date="2027-04-01",
+            ),
+        ],
+    )
+    landing.write(
+        "instances", [{"instance_id": f"{p}-1", "plan_id": p, "site_url": ""} for p in PLANS]
+    )
+    users = [{"user_id": f"u{n:02d}", "is_billable": "true"} for n in range(1, 61)]
+    for user in users[40:44]:  # u41..u44: app accounts, not billable
+        user.update(account_type="app", is_billable="false")
+    landing.write("users", users)
+    landing.write(
+        "org_admins",
+        [{"org_id": o, "email": f"admin@{o}.example"} for o in ("north", "south")],
+    )
+    e = events("north-jira-1", "2026-05-03", [f"u{n:02d}" for n in range(1, 9)])
+    e += events("north-jira-1", "2026-07-03", ["u09"])
+    e += events("north-jira-1", "2026-09-03", ["u10"])
+    e += events("north-jira-1", "2026-10-03", ["u11", "u12"])
+    e += events("north-wiki-1", "2026-05-10", [f"u{n:02d}" for n in range(1, 11)])
+    for n, month in enumerate(("06", "07", "08", "09", "10", "11")):
+        e += events("north-wiki-1", f"2026-{month}-10", [f"u{11 + n:02d}"])
+    e += events("south-jsm-1", "2026-09-02", [f"u{n:02d}" for n in range(20, 25)])
+    e += events("south-jsm-1", "2026-10-02", [f"u{n:02d}" for n in range(25, 30)])
+    e += events("south-jsm-1", "2026-11-02", ["u30"])
+    e += events("south-tempo-1", "2026-05-01", [f"u{n:02d}" for n in range(41, 45)])
+    e += events("south-tempo-1", "2026-05-01", ["u45", "u46"], action="invite")
+    e += events("south-tempo-1", "2026-05-01", [f"u{n:02d}" for n in range(47, 61)])
+    for n, month in enumerate(("06", "07", "08", "09", "10")):
+        e += events("south-tempo-1", f"2026-{month}-15", [f"u{60 - n}"], action="revoke")
+    landing.write("access_events", e)
+
+
+@pytest.fixture(scope="module")
+def flow_run(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> dict[str, Any]:
+    """One real nightly flow run on the hand-made landing."""
+    from flows.nightly import nightly
+
+    root = tmp_path_factory.mktemp("report")
+    landing = Landing(root / "landing")
+    write_landing(landing)
+    database = root / "data" / "warehouse.duckdb"
+    summary = nightly(landing=str(landing.root), database=str(database), as_of=AS_OF)
+    return {"root": root, "landing": landing.root, "database": database, "summary": summary}
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_flow_writes_the_report_after_publishing(flow_run: dict[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    summary: RunSummary = flow_run["summary"]
+    reports = flow_run["database"].parent / "reports"
+    assert summary.published and not summary.warnings
+    assert summary.report == str(reports / "capacity-report.html")
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "capacity-forecast-2026-11-15.csv",
+        "capacity-forecast.csv",
+        "capacity-months-2026-11-15.csv",
+        "capacity-months.csv",
+        "capacity-report-2026-11-15.html",
+        "capacity-report.html",
+    ]
+    latest = (reports / "capacity-report.html").read_bytes()
+    assert latest == (reports / "capacity-report-2026-11-15.html").read_bytes()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["usercounts-capacity-report"])
+            )
+        )
+    assert artifacts, "no Prefect artifact for the report"
+    assert (reports / "capacity-report.html").as_uri() in artifacts[0].data
+
+
+def test_report_figures_as_csv(flow_run: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("report", "--database", str(flow_run["database"]), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "4 plans" in result.stdout
+    rows = {r["plan_id"]: r for r in read_csv(out / "capacity-forecast.csv")}
+    # first the most urgent
+    assert [r["plan_id"] for r in read_csv(out / "capacity-forecast.csv")] == [
+        "north-jira",
+        "south-jsm",
+        "north-wiki",
+        "south-tempo",
+    ]
+    picked = ("urgency", "user_count", "trend_users_per_month", "projected_user_count_at_renewal")
+    more = ("recommended_tier", "projected_80_date", "projected_limit_date", "confidence")
+    got = {pid: tuple(row[c] for c in picked + more) for pid, row in rows.items()}
+    assert got == {
+        # slope = sum((x - mean x) * y) / sum((x - mean x)^2) = 13 / 17.5 = 0.7429; 78 days
+        # to renewal: 12 + 0.7429 * 78 / 30.4375 = 13.9; jira-software ladder: 15
+        "north-jira": ("over_limit", "12", "0.7429", "13.9", "15", "", "", "ok"),
+        # +5 a month from 11: 12 on day ceil(30.4375 / 5) = 7, 15 on day ceil(24.35) = 25;
+        # 56 days to renewal: 11 + 5 * 56 / 30.4375 = 20.2; the agent ladder: 25
+        "south-jsm": (
+            "crosses_limit_before_renewal",
+            "11",
+            "5.0",
+            "20.2",
+            "25",
+            "2026-11-22",
+            "2026-12-10",
+            "short_history",
+        ),
+        # +1 a month from 16: 20 after 4 * 30.4375 = 121.75 days -> 2027-03-17; 25 after
+        # 273.9 -> 2027-08-16; renewal 198 days on: 16 + 198 / 30.4375 = 22.5: tier 25
+        "north-wiki": (
+            "crosses_80_before_renewal",
+            "16",
+            "1.0",
+            "22.5",
+            "25",
+            "2027-03-17",
+            "2027-08-16",
+            "ok",
+        ),
+        # -1 a month from 15: 137 days to renewal: 15 - 137 / 30.4375 = 10.5: tier 15
+        "south-tempo": ("ok", "15", "-1.0", "10.5", "15", "", "", "ok"),
+    }
+    months = [r for r in read_csv(out / "capacity-months.csv") if r["plan_id"] == "south-tempo"]
+    october = next(r for r in months if r["month"] == "2026-10-01")
+    assert [october[c] for c in ("kind", "closing_balance", "change")] == ["actual", "15", "-1"]
+    # 15 users: 4 app accounts not billable, 2 invited and not yet accepted
+    assert (october["billable_count"], october["non_billable_count"]) == ("11", "4")
+    assert october["invited_count"] == "2"
+    # the bars drawn after today: month ends Nov (to date), Dec..Mar forecast, the renewal
+    assert [(r["kind"], r["month"]) for r in months[-6:]] == [
+        ("to_date", "2026-11-01"),
+        ("forecast", "2026-12-01"),
+        ("forecast", "2027-01-01"),
+        ("forecast", "2027-02-01"),
+        ("forecast", "2027-03-01"),
+        ("renewal", "2027-04-01"),
+    ]
+    assert months[-1]["closing_balance"] == "10.5"
+
+
+# ---------------------------------------------------------------------------------------
+# The real browser.
+
+
+def chromium() -> str:
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail("chromium is not installed: .ci/run installs it (apt-get install chromium)")
+    pytest.skip("chromium not installed (apt-get install chromium)")
+
+
+def render(page: Path, *, screenshot: Path | None = None, height: int = 1200) -> tuple[str, str]:
+    """Open a page in headless Chromium, offline; return (DOM after load, browser log)."""
+    with tempfile.TemporaryDirectory() as profile:
+        mode = [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
+        proc = subprocess.run(
+            [
+                chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                f"--window-size=1280,{height}",
+                "--enable-logging=stderr",
+                "--v=0",
+                *mode,
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout, proc.stderr
+
+
+def console_errors(log: str) -> list[str]:
+    """Console messages, failed loads and uncaught errors in Chromium's log."""
+    return [
+        line
+        for line in log.splitlines()
+        if "CONSOLE" in line or "Uncaught" in line or "Failed to load resource" in line
+    ]
+
+
+def test_console_error_check_sees_errors(tmp_path: Path) -> None:
+    page = tmp_path / "broken.html"
+    page.write_text(
+        "<!DOCTYPE html><title>x</title><img src='missing.png'>"
+        "<script>console.error('drawn wrong'); throw new Error('boom')</script>"
+    )
+    _, log = render(page)
+    assert any("boom" in line for line in console_errors(log)), log[-2000:]
+
+
+@pytest.fixture(scope="module")
+def report_page(flow_run: dict[str, Any]) -> Path:
+    return flow_run["database"].parent / "reports" / "capacity-report.html"
+
+
+def test_report_is_self_contained(report_page: Path) -> None:
+    html = report_page.read_text(encoding="utf-8")
+    assert "<script" not in html.lower()
+    # nothing fetched: no src/href/url()/@import to another place, no web font
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", html, re.I)
+    assert "@import" not in html and "@font-face" not in html
+    # data never reaches the page unescaped
+    assert "South &lt;Service&gt; Desk" in html and "South <Service> Desk" not in html
+
+
+def test_report_renders_in_chromium(report_page: Path) -> None:
+    dom, log = render(report_page)
+    assert console_errors(log) == []
+    articles = re.findall(r'<article class="card plan" id="(plan-\d+)" data-plan-id="([^"]+)"', dom)
+    assert sorted(pid for _, pid in articles) == sorted(PLANS)
+    for anchor, plan_id in articles:
+        body = dom.split(f'id="{anchor}"', 1)[1].split("</article>", 1)[0]
+        (chart,) = re.findall(r"<svg[^>]*class=\"chart\".*?</svg>", body, re.S)
+        prefix = re.search(r'id="(c\d+)-', chart).group(1)
+        marks = {
+            kind: len(re.findall(rf'<g id="{prefix}-{kind}-\d+">\s*<path d="M', chart))
+            for kind in ("billable", "non-billable", "forecast", "change")
+        }
+        # 7 month ends (May .. November to date), then the forecast bars to renewal
+        assert marks["billable"] == marks["non-billable"] == marks["change"], (plan_id, marks)
+        assert marks["billable"] == (7 if plan_id != "south-jsm" else 3), (plan_id, marks)
+        assert marks["forecast"] >= 2, (plan_id, marks)
+        for line in ("tier", "eighty", "forecast-line"):
+            assert re.search(rf'<g id="{prefix}-{line}">\s*<path d="M', chart), (plan_id, line)
+    # the plan with invited users draws them apart
+    tempo = dom.split('data-plan-id="south-tempo"', 1)[1].split("</article>", 1)[0]
+    assert re.search(r'id="c\d+-invited"', tempo)
+
+
+def test_screenshot_shows_the_charts(report_page: Path) -> None:
+    from PIL import Image
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    shot.unlink(missing_ok=True)
+    _, log = render(report_page, screenshot=shot, height=1400 + 1000 * len(PLANS))
+    assert console_errors(log) == []
+    image = Image.open(shot).convert("RGB")
+    assert image.width == 1280
+    colors = image.getcolors(maxcolors=1 << 20)
+    counts = {rgb: n for n, rgb in colors}
+    # the charts' own colors are on screen: billable bars, non-billable bars, tier lines
+    assert counts.get((0x25, 0x63, 0xEB), 0) > 20_000, "no billable bars drawn"
+    assert counts.get((0x93, 0xC5, 0xFD), 0) > 1_000, "no non-billable bars drawn"
+    assert counts.get((0xDC, 0x26, 0x26), 0) > 2_000, "no tier lines drawn"
+
+
+def test_report_failure_after_publishing_keeps_the_run(
+    flow_run: dict[str, Any], tmp_path: Path
+) -> None:
+    from flows.nightly import nightly
+
+    database = tmp_path / "data" / "warehouse.duckdb"
+    database.parent.mkdir(parents=True)
+    (database.parent / "reports").write_text("a file where the reports folder should be")
+    summary = nightly(landing=str(flow_run["landing"]), database=str(database), as_of=AS_OF)
+    assert summary.published == str(database)
+    assert summary.report is None
+    assert [w for w in summary.warnings if w.startswith("capacity report not written")]
+    # the warehouse is published and readable
+    assert query(database, "select count(*) from marts.capacity_forecast") == [(4,)]
