@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from typing import TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from usercounts import pipeline
+from usercounts import notify, pipeline
 from usercounts.config import Settings, today_utc
 from usercounts.lock import run_lock
 from usercounts.pipeline import RunSummary
@@ -25,7 +25,23 @@ T = TypeVar("T")
 
 load_step = task(name="load landing files", cache_policy=NO_CACHE)(pipeline.load)
 build_step = task(name="build counts with dbt", cache_policy=NO_CACHE)(pipeline.build)
+notify_step = task(name="notify org admins", cache_policy=NO_CACHE)(notify.notify_or_raise)
 publish_step = task(name="publish warehouse", cache_policy=NO_CACHE)(pipeline.record_and_publish)
+
+
+def notify_admins(settings: Settings, summary: RunSummary, since: datetime) -> None:
+    """Send the due notifications, retrying with backoff; what still fails is a warning
+    (the next run retries it), and marts.notifications is refreshed when the log changed."""
+    delays = [settings.notify_retry_delay_seconds * 2**n for n in range(settings.notify_retries)]
+    step = notify_step.with_options(retries=settings.notify_retries, retry_delay_seconds=delays)
+    try:
+        report = step(settings, summary.as_of, since)
+    except notify.NotificationsFailed as exc:
+        report = exc.report
+    summary.notifications = report.counts()
+    summary.warnings.extend(report.warnings)
+    if report.changed:
+        notify.refresh_notifications_mart(settings, summary.as_of)
 
 
 def timed(summary: RunSummary, step: str, call: Callable[[], T]) -> T:
@@ -48,6 +64,7 @@ def nightly(
     overrides = {"landing": landing, "database": database, "outbox": outbox}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     summary = RunSummary(as_of=as_of or today_utc())
+    started = notify.utc_now()
     logger = get_run_logger()
 
     with run_lock(settings.lock_path):
@@ -61,6 +78,7 @@ def nightly(
             )
         timed(summary, "dbt build", lambda: build_step(settings, summary.as_of))
         pipeline.read_back(settings, summary)
+        timed(summary, "notify", lambda: notify_admins(settings, summary, started))
         timed(summary, "publish", lambda: publish_step(settings, summary))
 
     for warning in summary.warnings:
