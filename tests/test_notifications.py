@@ -27,12 +27,14 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import ipaddress
 import socket
+import ssl
 import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -40,11 +42,12 @@ from typing import Any
 import duckdb
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from tests.conftest import Landing, query, run_cli, settings_for
 from usercounts import notify, pipeline
 from usercounts.config import Settings
-from usercounts.mail import deliver
+from usercounts.mail import DeliveryError, deliver
 
 D1 = date(2026, 3, 1)
 D1_NEXT = date(2026, 3, 2)
@@ -627,32 +630,130 @@ def test_failed_sends_are_recorded_retried_and_delivered_once(
     assert handler.take() == []
 
 
+OUTBOX_FACTS: dict[str, Any] = {
+    "notification_id": "n1",
+    "message_id": "<n1@usercounts>",
+    "org_id": "O",
+    "plan_id": "P 1",
+    "plan_name": "Zürich Jira",
+    "product_key": "jira-software",
+    "kind": "tier_limit",
+    "user_count": 10,
+    "user_tier": 10,
+    "users_to_remove_for_80": 3,
+    "users_to_remove_for_limit": 0,
+    "as_of_date": D1,
+    "month_ends": [],
+    "least_active": [],
+}
+
+
 def test_deliver_to_outbox_is_rfc5322(tmp_path: Path) -> None:
     """The outbox default on its own: a message with non-ASCII text parses back intact."""
     settings = Settings(database=tmp_path / "w.duckdb")
-    facts = {
-        "notification_id": "n1",
-        "message_id": "<n1@usercounts>",
-        "org_id": "O",
-        "plan_id": "P 1",
-        "plan_name": "Zürich Jira",
-        "product_key": "jira-software",
-        "kind": "tier_limit",
-        "user_count": 10,
-        "user_tier": 10,
-        "users_to_remove_for_80": 3,
-        "users_to_remove_for_limit": 0,
-        "as_of_date": D1,
-        "month_ends": [],
-        "least_active": [],
-    }
-    message = notify.render_message(facts, ["a@b.example"], settings.mail_from)
+    message = notify.render_message(OUTBOX_FACTS, ["a@b.example"], settings.mail_from)
     path = Path(deliver(settings, message))
     assert path.parent == tmp_path / "outbox"
     parsed = email.parser.BytesParser(policy=email.policy.default).parsebytes(path.read_bytes())
     assert parsed["Subject"] == "Zürich Jira has reached its user tier limit: 10 of 10 users"
     assert "usercounts export --plan 'P 1'" in parsed.get_body(("plain",)).get_content()
     assert path.read_bytes().isascii()
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made here (no network, no openssl binary)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_smtp_starttls_and_login_with_a_password_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        logins.append((data.login, data.password))
+        ok = (data.login, data.password) == (b"counts", b"s3cret")
+        return AuthResult(success=ok, handled=False)
+
+    handler = Recorder()
+    controller = Controller(
+        handler,
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=server_tls,
+        require_starttls=True,
+        auth_required=True,
+        authenticator=authenticator,
+    )
+    controller.start()
+    try:
+        password = tmp_path / "smtp-password"
+        password.write_text("s3cret\n")
+        password.chmod(0o600)
+        settings = Settings(
+            database=tmp_path / "w.duckdb",
+            smtp_host="127.0.0.1",
+            smtp_port=controller.port,
+            smtp_starttls=True,
+            smtp_user="counts",
+            smtp_password_file=password,
+        )
+        message = notify.render_message(OUTBOX_FACTS, ["a@b.example"], settings.mail_from)
+
+        # the server's certificate is not trusted yet: refused before any password is sent
+        with pytest.raises(DeliveryError, match="CERTIFICATE_VERIFY_FAILED"):
+            deliver(settings, message)
+        assert logins == []
+
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert deliver(settings, message) == f"smtp://127.0.0.1:{controller.port}"
+        assert logins == [(b"counts", b"s3cret")]
+        assert [r.rcpt_tos for r in handler.take()] == [["a@b.example"]]
+
+        password.write_text("wrong")
+        with pytest.raises(DeliveryError, match="SMTP 535") as refused:
+            deliver(settings, message)
+        assert refused.value.permanent
+        password.chmod(0o644)
+        with pytest.raises(DeliveryError, match="chmod 600"):
+            deliver(settings, message)
+    finally:
+        controller.stop()
 
 
 # --- the real flow through the command line ---------------------------------------------

@@ -96,7 +96,7 @@ def notify(settings: Settings, as_of: date, since: datetime | None = None) -> No
     attempted = deliver_unsent(settings)
     report = read_report(settings, since)
     report.changed = bool(recorded or attempted or report.decided or report.sent)
-    report.warnings[:0] = warnings
+    report.warnings[:0] = list(dict.fromkeys(warnings))  # once each, in order
     return report
 
 

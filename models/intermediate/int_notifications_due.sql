@@ -1,7 +1,6 @@
 -- The notifications due for the as-of date D (data-contract section 4), one row per plan
 -- and kind, that the notify step records and sends. The log snapshot says what was already
--- decided; a row that is still pending or failed blocks a new one for that plan and kind
--- (it is retried, not duplicated), see DECISIONLOG.md.
+-- decided (see DECISIONLOG.md for which log rows count).
 with
 
 current_counts as (
@@ -49,29 +48,39 @@ candidates as (
     where user_count >= user_tier
 ),
 
+-- Log rows that stop a new notification of the same plan and kind: one still unsent (it is
+-- retried instead), a tier_80 for an as-of date in D-29 .. D, a tier_limit since the plan
+-- was last below its tier.
+blocked as (
+    select distinct
+        candidates.plan_id,
+        candidates.kind
+    from candidates
+    inner join notification_log
+        on
+            candidates.plan_id = notification_log.plan_id
+            and candidates.kind = notification_log.kind
+    left join last_below_tier_days
+        on candidates.plan_id = last_below_tier_days.plan_id
+    where
+        notification_log.status in ('pending', 'failed')
+        or (
+            candidates.kind = 'tier_80'
+            and notification_log.as_of_date
+            between {{ as_of_date() }} - 29 and {{ as_of_date() }}
+        )
+        or (
+            candidates.kind = 'tier_limit'
+            and notification_log.as_of_date > last_below_tier_days.last_below_tier_day
+        )
+),
+
 not_yet_notified as (
     select candidates.*
     from candidates
-    left join last_below_tier_days on candidates.plan_id = last_below_tier_days.plan_id
-    where not exists (
-        select 1
-        from notification_log
-        where
-            notification_log.plan_id = candidates.plan_id
-            and notification_log.kind = candidates.kind
-            and (
-                notification_log.status in ('pending', 'failed')
-                or (
-                    candidates.kind = 'tier_80'
-                    and notification_log.as_of_date
-                    between {{ as_of_date() }} - 29 and {{ as_of_date() }}
-                )
-                or (
-                    candidates.kind = 'tier_limit'
-                    and notification_log.as_of_date > last_below_tier_days.last_below_tier_day
-                )
-            )
-    )
+    left join blocked
+        on candidates.plan_id = blocked.plan_id and candidates.kind = blocked.kind
+    where blocked.plan_id is null
 ),
 
 identified as (
