@@ -606,24 +606,35 @@ def test_failed_sends_are_recorded_retried_and_delivered_once(
     assert all(rows[i][2].startswith("permanent: SMTP 554") for i in first_ids)
     assert handler.take() == []
 
-    # night 2, 30 days later: the unsent rows block new ones for their plan and kind (A and
-    # X's tier_80 would otherwise be due again), the new decisions are made, and all of
-    # them are delivered, once
+    # an operator gives up on X's tier_80 by hand (docs/notifications.md): not retried, and
+    # it counts for the 30-day rule like a sent one
+    x_80 = nid("X", "tier_80", D1)
+    with duckdb.connect(str(working.state_path)) as con:
+        con.execute(
+            "update notification_log set status = 'cancelled' where notification_id = ?", [x_80]
+        )
+
+    # night 2, 30 days later: the unsent rows block new ones for their plan and kind (A's
+    # tier_80 would otherwise be due again), the new decisions are made (X's tier_80 too: the
+    # cancelled row is 30 days old), and all are delivered, once
     handler.reply = None
     report = run_night(working, D3)
     received = handler.take()
     expected_new = {
         nid("B", "tier_80", D3), nid("C", "tier_80", D3), nid("M", "tier_limit", D3),
-        nid("N", "tier_80", D3),
+        nid("N", "tier_80", D3), nid("X", "tier_80", D3),
     }  # fmt: skip
+    retried = first_ids - {x_80}
     rows = state_rows()
     assert set(rows) == first_ids | {nid("N", "tier_80", D1)} | expected_new
     assert sorted(r.message["Message-ID"] for r in received) == sorted(
-        f"<{i}@usercounts>" for i in (first_ids | expected_new) - {nid("N", "tier_80", D3)}
+        f"<{i}@usercounts>" for i in (retried | expected_new) - {nid("N", "tier_80", D3)}
     )
-    assert all(rows[i][:2] == ("sent", 4) and rows[i][3] is not None for i in first_ids)
-    assert report.counts() == {"decided": 4, "sent": 10, "unsent": 0}
-    assert {r["status"] for r in log_rows(working).values()} == {"sent", "undeliverable"}
+    assert all(rows[i][:2] == ("sent", 4) and rows[i][3] is not None for i in retried)
+    assert rows[x_80][:2] == ("cancelled", 3)
+    assert report.counts() == {"decided": 5, "sent": 10, "unsent": 0}
+    published = {r["status"] for r in log_rows(working).values()}
+    assert published == {"sent", "undeliverable", "cancelled"}
 
     # and nothing more on the next call
     assert notify.notify(working, D3).counts() == {"decided": 0, "sent": 0, "unsent": 0}
