@@ -25,6 +25,7 @@ Story nights (as-of dates): 1 Mar (SMTP), 2 Mar (outbox), 11 Mar (SMTP), 31 Mar 
 from __future__ import annotations
 
 import email
+import email.parser
 import email.policy
 import hashlib
 import ipaddress
@@ -43,8 +44,8 @@ import duckdb
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
+from conftest import Landing, query, run_cli, settings_for
 
-from tests.conftest import Landing, query, run_cli, settings_for
 from usercounts import notify, pipeline
 from usercounts.config import Settings
 from usercounts.mail import DeliveryError, deliver
@@ -67,6 +68,12 @@ def nid(plan_id: str, kind: str, as_of: date) -> str:
 
 def mid(plan_id: str, kind: str, as_of: date) -> str:
     return f"<{nid(plan_id, kind, as_of)}@usercounts>"
+
+
+def mids(as_of: date, *plan_kinds: str) -> list[str]:
+    """Sorted Message-IDs for 'plan:kind' pairs of one as-of date ('80' or 'limit')."""
+    pairs = (pk.split(":") for pk in plan_kinds)
+    return sorted(mid(plan, f"tier_{kind}", as_of) for plan, kind in pairs)
 
 
 # --- a real SMTP server -----------------------------------------------------------------
@@ -339,15 +346,8 @@ def test_first_night_sends_what_is_due_to_admins_only(story: dict[str, Any]) -> 
     # A crosses 80% today; E and E2 reach the limit; O is at the limit with 80% turned off;
     # X is over the limit (both kinds). B (7 of 10) and C (5 of 7) are below 80%; M (9 of
     # 10) is over 80% but monthly.
-    assert sent_keys(night.received) == sorted(
-        [
-            mid("A", "tier_80", D1),
-            mid("E", "tier_limit", D1),
-            mid("E2", "tier_limit", D1),
-            mid("O", "tier_limit", D1),
-            mid("X", "tier_80", D1),
-            mid("X", "tier_limit", D1),
-        ]
+    assert sent_keys(night.received) == mids(
+        D1, "A:80", "E:limit", "E2:limit", "O:limit", "X:80", "X:limit"
     )
     admins = {"A": ACME_ADMINS, "O": ACME_ADMINS, "E": OTHER_ADMINS, "E2": OTHER_ADMINS}
     admins["X"] = EVIL_ADMINS
@@ -410,21 +410,14 @@ def test_ten_days_later_only_new_crossings_and_episodes(story: dict[str, Any]) -
     # A, B still over 80% (nothing); C crosses 80% (6 of 7); M reaches its limit (monthly);
     # E dipped below its tier on 4-5 Mar and is back at it; E2's dip stayed within a day;
     # O has 80% notices on again and had none logged.
-    assert sent_keys(night.received) == sorted(
-        [
-            mid("C", "tier_80", D2),
-            mid("M", "tier_limit", D2),
-            mid("E", "tier_limit", D2),
-            mid("O", "tier_80", D2),
-        ]
-    )
+    assert sent_keys(night.received) == mids(D2, "C:80", "M:limit", "E:limit", "O:80")
 
 
 def test_thirty_days_later_tier_80_again(story: dict[str, Any]) -> None:
     night: Night = story["d3"]
     # A and X: 30 days after 1 Mar; B: only 29 days after 2 Mar; E is over the limit now
     # (6 of 5) but in the same episode; N again, undeliverable.
-    assert sent_keys(night.received) == sorted([mid("A", "tier_80", D3), mid("X", "tier_80", D3)])
+    assert sent_keys(night.received) == mids(D3, "A:80", "X:80")
     assert night.report.counts() == {"decided": 3, "sent": 2, "unsent": 0}
 
 
@@ -770,44 +763,52 @@ def test_smtp_starttls_and_login_with_a_password_file(
 # --- the real flow through the command line ---------------------------------------------
 
 
-def test_cli_run_notifies_through_the_prefect_flow(
+def test_cli_runs_notify_through_the_prefect_flow(
     tmp_path: Path, scenario_landing: Path, smtp: Controller, prefect_api_url: str
 ) -> None:
+    """Two real runs of the same as-of date: the first cannot deliver (451 to every try,
+    the task's retry included) and still publishes; the second decides nothing new, and its
+    task retry gets past one more 451: every message is delivered exactly once."""
     handler: Recorder = smtp.handler
     handler.take()
-    handler.fail_first = 1  # the first message gets a 451: the task's retry delivers it
     database = tmp_path / "cli" / "warehouse.duckdb"
     env = {
         "PREFECT_API_URL": prefect_api_url,
         "USERCOUNTS_SMTP_HOST": "127.0.0.1",
         "USERCOUNTS_SMTP_PORT": str(smtp.port),
         "USERCOUNTS_MAIL_FROM": "counts@example.org",
-        "USERCOUNTS_NOTIFY_RETRIES": "2",
+        "USERCOUNTS_NOTIFY_RETRIES": "1",
         "USERCOUNTS_NOTIFY_RETRY_DELAY_SECONDS": "0",
     }
-    result = run_cli(
-        "run", "--landing", str(scenario_landing), "--database", str(database),
-        "--as-of", D1.isoformat(), env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    expected = sorted(
-        mid(p, k, D1)
-        for p, k in [
-            ("A", "tier_80"), ("E", "tier_limit"), ("E2", "tier_limit"), ("O", "tier_80"),
-            ("O", "tier_limit"), ("X", "tier_80"), ("X", "tier_limit"),
-        ]
-    )  # fmt: skip
+    args = ["run", "--landing", str(scenario_landing), "--database", str(database)]
+    args += ["--as-of", D1.isoformat()]
+    status_sql = (
+        "select status, count(*), sum(attempts) from marts.notifications group by 1 order by 1"
+    )
+
+    handler.reply = "451 4.3.0 try again later"
+    try:
+        first = run_cli(*args, env=env)
+    finally:
+        handler.reply = None
+    assert first.returncode == 0, first.stderr
+    assert handler.take() == []
+    assert "notifications: 8 new, 0 sent, 7 unsent" in first.stdout
+    assert "warning: org LONELY has no admins" in first.stdout
+    assert "not delivered after 2 attempt(s) (temporary: SMTP 451" in first.stdout
+    # published all the same, with the log as the run left it: 2 attempts each
+    assert query(database, status_sql) == [("failed", 7, 14), ("undeliverable", 1, 0)]
+
+    handler.fail_first = 1
+    second = run_cli(*args, env={**env, "USERCOUNTS_NOTIFY_RETRIES": "2"})
+    assert second.returncode == 0, second.stderr
     received = handler.take()
+    expected = mids(D1, "A:80", "E:limit", "E2:limit", "O:80", "O:limit", "X:80", "X:limit")
     assert sent_keys(received) == expected
     assert {r.mail_from for r in received} == {"counts@example.org"}
-    assert "notifications: 8 new, 7 sent, 0 unsent" in result.stdout
-    assert "warning: org LONELY has no admins" in result.stdout
-    published = query(
-        database,
-        "select status, count(*), sum(attempts) from marts.notifications group by 1 order by 1",
-    )
-    # one message needed a second attempt (the 451): 8 attempts for 7 messages
-    assert published == [("sent", 7, 8), ("undeliverable", 1, 0)]
+    assert "notifications: 0 new, 7 sent, 0 unsent" in second.stdout
+    # 3 attempts each, and one more for the message that met the 451
+    assert query(database, status_sql) == [("sent", 7, 22), ("undeliverable", 1, 0)]
 
 
 def test_module_imports_without_prefect() -> None:

@@ -76,6 +76,9 @@ class NotificationsFailed(RuntimeError):
         super().__init__(f"{report.unsent} notification(s) not delivered")
         self.report = report
 
+    def __reduce__(self) -> tuple[type, tuple[NotifyReport]]:
+        return (type(self), (self.report,))  # picklable, should Prefect store it
+
 
 def utc_now() -> datetime:
     """Now, as the naive UTC timestamp the state file stores."""
@@ -172,8 +175,8 @@ def admin_addresses(work: duckdb.DuckDBPyConnection, org_id: str, warnings: list
 
 
 def valid_address(text: str) -> str | None:
-    """The address if it is one plain addr-spec (no display name, no line breaks)."""
-    if not text or any(c in text for c in "\r\n\t,;<>"):
+    """The address if it is one plain ASCII addr-spec (no display name, no line breaks)."""
+    if not text or not text.isascii() or any(c in text for c in "\r\n\t,;<>"):
         return None
     try:
         address = Address(addr_spec=text)
@@ -280,8 +283,9 @@ def message_lines(facts: dict[str, Any]) -> dict[str, Any]:
     return {
         "headline": headline,
         "plan": (
-            f"Plan {one_line(plan_id)} ({one_line(facts['product_key'])}) of org "
-            f"{one_line(facts['org_id'])}."
+            f"Plan {one_line(plan_id)}"
+            + (f" ({one_line(facts['product_key'])})" if facts["product_key"] else "")
+            + f" of org {one_line(facts['org_id'])}."
         ),
         "month_ends": [(f"{m:%b %Y}", str(n)) for m, n in facts["month_ends"]],
         "actions": ["Upgrade the plan to a higher user tier, or", "lower the user count:"],
@@ -386,6 +390,9 @@ def deliver_unsent(settings: Settings) -> int:
             list(UNSENT),
         ).fetchall()
     for notification_id, message_eml in unsent:
+        if not message_eml:  # only a hand-edited log has an unsent row without a message
+            update_row(settings, notification_id, FAILED, "no message stored for this row")
+            continue
         message = email.message_from_string(message_eml, policy=email.policy.default)
         try:
             deliver(settings, message)
