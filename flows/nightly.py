@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from typing import TypeVar
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from usercounts import pipeline
+from usercounts import notify, pipeline
 from usercounts.config import Settings, today_utc
 from usercounts.lock import run_lock
 from usercounts.manifest import purge_expired
@@ -27,9 +27,25 @@ T = TypeVar("T")
 
 load_step = task(name="load landing files", cache_policy=NO_CACHE)(pipeline.load)
 build_step = task(name="build counts with dbt", cache_policy=NO_CACHE)(pipeline.build)
+notify_step = task(name="notify org admins", cache_policy=NO_CACHE)(notify.notify_or_raise)
 publish_step = task(name="publish warehouse", cache_policy=NO_CACHE)(pipeline.record_and_publish)
 purge_step = task(name="purge expired exports", cache_policy=NO_CACHE)(purge_expired)
 report_step = task(name="write capacity report", cache_policy=NO_CACHE)(write_report)
+
+
+def notify_admins(settings: Settings, summary: RunSummary, since: datetime) -> None:
+    """Send the due notifications, retrying with backoff; what still fails is a warning
+    (the next run retries it), and marts.notifications is refreshed when the log changed."""
+    delays = [settings.notify_retry_delay_seconds * 2**n for n in range(settings.notify_retries)]
+    step = notify_step.with_options(retries=settings.notify_retries, retry_delay_seconds=delays)
+    try:
+        report = step(settings, summary.as_of, since)
+    except notify.NotificationsFailed as exc:
+        report = exc.report
+    summary.notifications = report.counts()
+    summary.warnings.extend(report.warnings)
+    if report.changed:
+        notify.refresh_notifications_mart(settings, summary.as_of)
 
 
 def timed(summary: RunSummary, step: str, call: Callable[[], T]) -> T:
@@ -52,6 +68,7 @@ def nightly(
     overrides = {"landing": landing, "database": database, "outbox": outbox}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     summary = RunSummary(as_of=as_of or today_utc())
+    started = notify.utc_now()
     logger = get_run_logger()
 
     with run_lock(settings.lock_path):
@@ -67,6 +84,7 @@ def nightly(
             )
         timed(summary, "dbt build", lambda: build_step(settings, summary.as_of))
         pipeline.read_back(settings, summary)
+        timed(summary, "notify", lambda: notify_admins(settings, summary, started))
         timed(summary, "publish", lambda: publish_step(settings, summary))
         # After publishing: a report that fails leaves the warehouse published and the
         # run completed, with a warning (DECISIONLOG.md, "Capacity report in the run").

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_timeout_seconds: float = 10.0
     mail_from: str = "usercounts@localhost"
+    # The notify step's retries within a run (backoff: delay, 2 x delay, 4 x delay, ...);
+    # what still fails is retried by the next run.
+    notify_retries: int = Field(default=3, ge=0)
+    notify_retry_delay_seconds: float = Field(default=30.0, ge=0)
 
     @property
     def published_path(self) -> Path:

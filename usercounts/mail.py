@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import smtplib
+import ssl
 import stat
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -56,7 +57,8 @@ def _send_smtp(settings: Settings, message: EmailMessage) -> str:
             settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds
         ) as smtp:
             if settings.smtp_starttls:
-                smtp.starttls()
+                # verify the server's certificate (smtplib's default context does not)
+                smtp.starttls(context=ssl.create_default_context())
             if settings.smtp_user:
                 smtp.login(settings.smtp_user, smtp_password(settings) or "")
             smtp.send_message(message)

@@ -28,6 +28,7 @@ class RunSummary:
     rows_loaded: dict[str, int] = field(default_factory=dict)
     rows_quarantined: dict[str, int] = field(default_factory=dict)
     plans: int = 0
+    notifications: dict[str, int] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -39,6 +40,7 @@ class RunSummary:
             f"Published: `{self.published}`" if self.published else "Nothing published.",
             f"Plans: {self.plans}",
             f"Capacity report: `{self.report}`" if self.report else "No capacity report.",
+            f"Notifications: {self.notifications_text()}",
             "",
             "| source | rows loaded | rows quarantined |",
             "|---|---:|---:|",
@@ -51,6 +53,10 @@ class RunSummary:
             lines += ["", "Warnings:", *[f"- {w}" for w in self.warnings]]
         return "\n".join(lines)
 
+    def notifications_text(self) -> str:
+        n = self.notifications
+        return f"{n.get('decided', 0)} new, {n.get('sent', 0)} sent, {n.get('unsent', 0)} unsent"
+
     def to_text(self) -> str:
         """The same summary for a terminal."""
         loaded = ", ".join(f"{s} {n}" for s, n in self.rows_loaded.items())
@@ -62,9 +68,10 @@ class RunSummary:
         lines = [
             f"usercounts: as of {self.as_of.isoformat()}: {self.plans} plans; "
             f"published {self.published or 'nothing'}",
+            f"  notifications: {self.notifications_text()}",
             f"  rows loaded: {loaded}",
-            f"  capacity report: {self.report or 'not written'}",
             f"  rows quarantined: {sum(quarantined.values())}{detail}",
+            f"  capacity report: {self.report or 'not written'}",
             f"  time: {steps}",
         ]
         lines += [f"  warning: {w}" for w in self.warnings]

@@ -38,9 +38,12 @@ STATE_DDL = (
         attempts integer not null default 0,
         last_error varchar,
         decided_at timestamp not null,
-        sent_at timestamp
+        sent_at timestamp,
+        message_eml varchar
     )
     """,
+    # The rendered message (RFC 5322 text), so that a retry re-sends exactly what was decided.
+    "alter table notification_log add column if not exists message_eml varchar",
     """
     create table if not exists run_log (
         as_of_date date not null,
