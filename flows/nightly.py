@@ -1,4 +1,4 @@
-"""The nightly usercounts flow: load -> build counts -> check -> notify -> publish.
+"""The nightly usercounts flow: load -> validate -> build counts -> validate -> notify -> publish.
 
 Each step is a Prefect task around a plain function of usercounts.pipeline; the flow reads
 like the job's outline. Nothing is published unless every step before it succeeded, so
@@ -24,7 +24,13 @@ from usercounts.pipeline import RunSummary
 T = TypeVar("T")
 
 load_step = task(name="load landing files", cache_policy=NO_CACHE)(pipeline.load)
+validate_raw_step = task(name="validate raw layer (GX)", cache_policy=NO_CACHE)(
+    pipeline.validate_raw
+)
 build_step = task(name="build counts with dbt", cache_policy=NO_CACHE)(pipeline.build)
+validate_marts_step = task(name="validate marts (GX)", cache_policy=NO_CACHE)(
+    pipeline.validate_marts
+)
 publish_step = task(name="publish warehouse", cache_policy=NO_CACHE)(pipeline.record_and_publish)
 
 
@@ -50,7 +56,7 @@ def nightly(
     summary = RunSummary(as_of=as_of or today_utc())
     logger = get_run_logger()
 
-    with run_lock(settings.lock_path):
+    with run_lock(settings.lock_path), pipeline.failure_recorded(settings, summary):
         pipeline.reset_work(settings)
         loaded = timed(summary, "load", lambda: load_step(settings))
         summary.rows_loaded = dict(loaded.rows)
@@ -59,8 +65,10 @@ def nightly(
                 f"ignored {len(loaded.skipped_files)} file(s) that are neither .csv nor "
                 f".parquet: {', '.join(loaded.skipped_files[:5])}"
             )
+        timed(summary, "validate raw", lambda: validate_raw_step(settings, summary))
         timed(summary, "dbt build", lambda: build_step(settings, summary.as_of))
         pipeline.read_back(settings, summary)
+        timed(summary, "validate marts", lambda: validate_marts_step(settings, summary))
         timed(summary, "publish", lambda: publish_step(settings, summary))
 
     for warning in summary.warnings:
