@@ -24,8 +24,9 @@ plan_spans as (
 rules as (
     select
         count(*) as rows_loaded,
-        count(*) - count(distinct (plan_id, day)) as duplicate_day_rows,
-        -- a day repeated is a duplicate, not a gap
+        -- each plan's days in order: a day equal to the one before is a duplicate, a jump
+        -- of more than one day a gap
+        count(*) filter (where day = previous_day) as duplicate_day_rows,
         count(*) filter (where day > previous_day + 1) as day_gap_rows,
         (
             select count(*) from plan_spans

@@ -26,8 +26,9 @@ plan_spans as (
 rules as (
     select
         count(*) as rows_loaded,
-        count(*) - count(distinct (plan_id, month)) as duplicate_month_rows,
-        -- a month repeated is a duplicate, not a gap
+        -- each plan's months in order: a month equal to the one before is a duplicate, a
+        -- jump of more than one month a gap
+        count(*) filter (where month = previous_month) as duplicate_month_rows,
         count(*) filter (where month > cast(previous_month + interval 1 month as date))
             as month_gap_rows,
         (

@@ -43,10 +43,18 @@ checked as (
 ),
 
 -- Rows sharing an event_id are one event; ids whose rows disagree are reported.
-conflicting_ids as (
+repeated_ids as (
     select event_id
     from checked
     where not is_quarantined
+    group by event_id
+    having count(*) > 1
+),
+
+conflicting_ids as (
+    select event_id
+    from checked
+    where not is_quarantined and event_id in (select event_id from repeated_ids)
     group by event_id
     having count(distinct (occurred_at, instance_id, user_id, action)) > 1
 ),
