@@ -1,4 +1,4 @@
-"""The nightly usercounts flow: load -> build counts -> check -> notify -> publish.
+"""The nightly usercounts flow: load -> validate -> build counts -> validate -> notify -> publish.
 
 Each step is a Prefect task around a plain function of usercounts.pipeline; the flow reads
 like the job's outline. Nothing is published unless every step before it succeeded, so
@@ -26,7 +26,13 @@ from usercounts.report import write_report
 T = TypeVar("T")
 
 load_step = task(name="load landing files", cache_policy=NO_CACHE)(pipeline.load)
+validate_raw_step = task(name="validate raw layer (GX)", cache_policy=NO_CACHE)(
+    pipeline.validate_raw
+)
 build_step = task(name="build counts with dbt", cache_policy=NO_CACHE)(pipeline.build)
+validate_marts_step = task(name="validate marts (GX)", cache_policy=NO_CACHE)(
+    pipeline.validate_marts
+)
 notify_step = task(name="notify org admins", cache_policy=NO_CACHE)(notify.notify_or_raise)
 publish_step = task(name="publish warehouse", cache_policy=NO_CACHE)(pipeline.record_and_publish)
 purge_step = task(name="purge expired exports", cache_policy=NO_CACHE)(purge_expired)
@@ -71,7 +77,7 @@ def nightly(
     started = notify.utc_now()
     logger = get_run_logger()
 
-    with run_lock(settings.lock_path):
+    with run_lock(settings.lock_path), pipeline.failure_recorded(settings, summary):
         # users exports live 24 hours: each run deletes the expired ones first
         summary.warnings.extend(purge_step(settings.exports_path).warnings)
         pipeline.reset_work(settings)
@@ -82,8 +88,10 @@ def nightly(
                 f"ignored {len(loaded.skipped_files)} file(s) that are neither .csv nor "
                 f".parquet: {', '.join(loaded.skipped_files[:5])}"
             )
+        timed(summary, "validate raw", lambda: validate_raw_step(settings, summary))
         timed(summary, "dbt build", lambda: build_step(settings, summary.as_of))
         pipeline.read_back(settings, summary)
+        timed(summary, "validate marts", lambda: validate_marts_step(settings, summary))
         timed(summary, "notify", lambda: notify_admins(settings, summary, started))
         timed(summary, "publish", lambda: publish_step(settings, summary))
         # After publishing: a report that fails leaves the warehouse published and the

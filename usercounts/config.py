@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     def reports_path(self) -> Path:
         return self.home / "reports"
 
+    @property
+    def quality_path(self) -> Path:
+        """Great Expectations' validation results and HTML data docs (quality/docs/index.html)."""
+        return self.home / "quality"
+
 
 def as_of_instant(as_of: date) -> datetime:
     """The as-of instant A = D + 1 day at 00:00 UTC (data-contract section 2)."""
@@ -111,3 +116,4 @@ def quiet_tool_defaults() -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")

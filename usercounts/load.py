@@ -78,6 +78,11 @@ def create_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
         "create or replace table raw.loaded_files (source varchar, file_name varchar, "
         "file_format varchar, size_bytes bigint, rows_loaded bigint, rows_rejected bigint)"
     )
+    # Contract columns a file lacks (loaded as null); the data-quality checks read this.
+    con.execute(
+        "create or replace table raw.missing_columns "
+        "(source varchar, file_name varchar, column_name varchar)"
+    )
 
 
 def load_landing(con: duckdb.DuckDBPyConnection, landing: Path) -> LoadSummary:
@@ -123,8 +128,8 @@ def load_file(
     return loaded, rejected
 
 
-def _select_list(con: duckdb.DuckDBPyConnection, source: str, table: str) -> str:
-    """Contract columns in contract order; a column the file lacks becomes null."""
+def _select_list(con: duckdb.DuckDBPyConnection, source: str, table: str, name: str) -> str:
+    """Contract columns in contract order; a column the file lacks becomes null (and is noted)."""
     present = {r[0].strip().lower(): r[0] for r in con.execute(f"describe {table}").fetchall()}
     parts = []
     for col in SOURCE_COLUMNS[source]:
@@ -132,6 +137,7 @@ def _select_list(con: duckdb.DuckDBPyConnection, source: str, table: str) -> str
             parts.append(f'cast("{present[col]}" as varchar) as {col}')
         else:
             parts.append(f"cast(null as varchar) as {col}")
+            con.execute("insert into raw.missing_columns values (?, ?, ?)", [source, name, col])
     return ", ".join(parts)
 
 
@@ -142,7 +148,7 @@ def _load_parquet(
         "create or replace temp table _file as select * from read_parquet(?, file_row_number=true)",
         [str(path)],
     )
-    cols = _select_list(con, source, "_file")
+    cols = _select_list(con, source, "_file", name)
     con.execute(
         f"insert into raw.{source} select {cols}, ?, file_row_number + 1 from _file",  # noqa: S608
         [name],
@@ -172,7 +178,7 @@ def _load_csv(
         "error_type || ': ' || error_message, left(csv_line, 200) from _rejects order by line",
         [source, name],
     )
-    cols = _select_list(con, source, "_file")
+    cols = _select_list(con, source, "_file", name)
     # Line numbers count the header as line 1; rejected lines are skipped when numbering.
     con.execute(
         f"""

@@ -6,16 +6,23 @@ without paying for a Prefect server per test.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import duckdb
 
+from usercounts import quality
 from usercounts.build import BuildResult, run_dbt
 from usercounts.config import Settings
 from usercounts.load import SOURCE_COLUMNS, LoadSummary, load_landing
 from usercounts.publish import publish
-from usercounts.state import copy_state_into, record_run
+from usercounts.state import append_quality, copy_state_into, record_quality, record_run
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -31,6 +38,11 @@ class RunSummary:
     notifications: dict[str, int] = field(default_factory=dict)
     step_seconds: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    started_at: datetime = field(default_factory=_utc_now)
+    # Data-quality results of this run, and its quarantined rows per (source, reason).
+    checks: list[quality.CheckResult] = field(default_factory=list)
+    quarantine_reasons: list[tuple[str, str | None, int, int]] = field(default_factory=list)
+    quality_report: str | None = None
 
     def to_markdown(self) -> str:
         """A short table a person reads at a glance."""
@@ -47,6 +59,8 @@ class RunSummary:
         ]
         for source, rows in self.rows_loaded.items():
             lines.append(f"| {source} | {rows} | {self.rows_quarantined.get(source, 0)} |")
+        if self.checks:
+            lines += ["", self.quality_line()]
         lines += ["", "| step | seconds |", "|---|---:|"]
         lines += [f"| {step} | {secs:.2f} |" for step, secs in self.step_seconds.items()]
         if self.warnings:
@@ -74,8 +88,19 @@ class RunSummary:
             f"  capacity report: {self.report or 'not written'}",
             f"  time: {steps}",
         ]
+        if self.checks:
+            lines.append(f"  {self.quality_line()}")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
+
+    def quality_line(self) -> str:
+        """How many expectations were checked and failed, and where the report is."""
+        failed = [c for c in self.checks if not c.success]
+        warnings = sum(c.severity == "warning" for c in failed)
+        return (
+            f"data quality: {len(self.checks)} expectations checked, {warnings} warning(s) "
+            f"and {len(failed) - warnings} critical failed; report: {self.quality_report}"
+        )
 
 
 def reset_work(settings: Settings) -> None:
@@ -94,6 +119,16 @@ def load(settings: Settings) -> LoadSummary:
         summary = load_landing(con, settings.landing)
         copy_state_into(con, settings.state_path)
     return summary
+
+
+def validate_raw(settings: Settings, summary: RunSummary) -> None:
+    """Great Expectations on the loaded raw layer; RunFailed on a critical failure."""
+    quality.validate_layer(settings, summary, "raw")
+
+
+def validate_marts(settings: Settings, summary: RunSummary) -> None:
+    """Great Expectations on the built marts; RunFailed on a critical failure."""
+    quality.validate_layer(settings, summary, "marts")
 
 
 def build(settings: Settings, as_of: date) -> BuildResult:
@@ -115,9 +150,46 @@ def read_back(settings: Settings, summary: RunSummary) -> None:
             "select count(*) from marts.plan_user_counts_current"
         ).fetchone()[0]
         for source in SOURCE_COLUMNS:
-            summary.rows_quarantined[source] = con.execute(
-                f"select count(*) from quarantine.{source}"  # noqa: S608 - fixed names
+            # fixed names; the reason up to its first ':' (the value that failed follows it)
+            reasons = con.execute(
+                f"select split_part(reason, ':', 1), count(*) from quarantine.{source} "  # noqa: S608
+                "group by 1 order by 1"
+            ).fetchall()
+            total = con.execute(
+                f"select (select count(*) from raw.{source}) + "  # noqa: S608
+                "(select count(*) from raw.load_rejects where source = ?)",
+                [source],
             ).fetchone()[0]
+            summary.rows_quarantined[source] = sum(n for _, n in reasons)
+            summary.quarantine_reasons += [
+                (source, reason, n, total) for reason, n in reasons or [(None, 0)]
+            ]
+
+
+def quality_history(
+    summary: RunSummary, status: str
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """This run's rows for marts.data_quality_runs and marts.quarantine_history."""
+    run = (summary.started_at, summary.as_of, status)
+    checks = [
+        (*run, c.layer, c.suite, c.expectation, c.expectation_type, c.column, c.severity,
+         c.success, c.unexpected_count, c.unit, c.observed_value)
+        for c in summary.checks
+    ]  # fmt: skip
+    quarantine = [(*run, *reason) for reason in summary.quarantine_reasons]
+    return checks, quarantine
+
+
+@contextmanager
+def failure_recorded(settings: Settings, summary: RunSummary) -> Iterator[None]:
+    """On any failure, keep the run's data-quality record (the next published file shows it)."""
+    try:
+        yield
+    except Exception:
+        checks, quarantine = quality_history(summary, "failed")
+        if checks or quarantine:
+            record_quality(settings.state_path, checks, quarantine)
+        raise
 
 
 def record_and_publish(settings: Settings, summary: RunSummary) -> list[str]:
@@ -127,7 +199,7 @@ def record_and_publish(settings: Settings, summary: RunSummary) -> list[str]:
     """
     run = [
         summary.as_of,
-        datetime.now(UTC).replace(tzinfo=None),
+        _utc_now(),
         summary.plans,
         sum(summary.rows_loaded.values()),
         sum(summary.rows_quarantined.values()),
@@ -136,8 +208,24 @@ def record_and_publish(settings: Settings, summary: RunSummary) -> list[str]:
         con.execute("create schema if not exists meta")
         con.execute("create or replace table meta.runs as select * from raw.run_log")
         con.execute("insert into meta.runs values (?, ?, ?, ?, ?)", run)
+        # the history so far (from the state file) and this run
+        checks, quarantine = quality_history(summary, "published")
+        con.execute(
+            "create or replace table marts.data_quality_runs as select * from raw.data_quality_log"
+        )
+        con.execute(
+            "create or replace table marts.quarantine_history as select * from raw.quarantine_log"
+        )
+        append_quality(
+            con,
+            checks,
+            quarantine,
+            checks_table="marts.data_quality_runs",
+            quarantine_table="marts.quarantine_history",
+        )
         con.execute("checkpoint")
     tables = publish(settings.work_path, settings.published_path)
     record_run(settings.state_path, run)
+    record_quality(settings.state_path, checks, quarantine)
     summary.published = str(settings.published_path)
     return tables

@@ -53,6 +53,45 @@ STATE_DDL = (
         rows_quarantined bigint not null
     )
     """,
+    # One row per expectation per run, failed runs included (published as
+    # marts.data_quality_runs).
+    """
+    create table if not exists data_quality_log (
+        run_at timestamp not null,
+        as_of_date date not null,
+        run_status varchar not null,
+        layer varchar not null,
+        suite varchar not null,
+        expectation varchar not null,
+        expectation_type varchar not null,
+        column_name varchar,
+        severity varchar not null,
+        success boolean not null,
+        unexpected_count bigint,
+        unit varchar,
+        observed_value double
+    )
+    """,
+    # Quarantined rows per source and reason per run (published as marts.quarantine_history).
+    """
+    create table if not exists quarantine_log (
+        run_at timestamp not null,
+        as_of_date date not null,
+        run_status varchar not null,
+        source varchar not null,
+        reason varchar,
+        quarantined_rows bigint not null,
+        source_rows bigint not null
+    )
+    """,
+)
+# The state tables copied into the working database (raw.<table>) before dbt and publishing.
+STATE_TABLES = (
+    "plan_settings",
+    "notification_log",
+    "run_log",
+    "data_quality_log",
+    "quarantine_log",
 )
 # How long to wait for another process (a CLI command, another run) holding the state file.
 LOCK_WAIT_SECONDS = 30.0
@@ -98,6 +137,29 @@ def record_run(path: Path, row: list[object]) -> None:
         con.execute("insert into run_log values (?, ?, ?, ?, ?)", row)
 
 
+def record_quality(
+    path: Path, checks: list[tuple[object, ...]], quarantine: list[tuple[object, ...]]
+) -> None:
+    """Append one run's data-quality results and quarantine counts to the history."""
+    with connect_state(path) as con:
+        append_quality(con, checks, quarantine)
+
+
+def append_quality(
+    con: duckdb.DuckDBPyConnection,
+    checks: list[tuple[object, ...]],
+    quarantine: list[tuple[object, ...]],
+    *,
+    checks_table: str = "data_quality_log",
+    quarantine_table: str = "quarantine_log",
+) -> None:
+    """Insert history rows into the quality and quarantine logs (or their published copies)."""
+    for table, rows in ((checks_table, checks), (quarantine_table, quarantine)):
+        if rows:
+            marks = ", ".join("?" * len(rows[0]))
+            con.executemany(f"insert into {table} values ({marks})", rows)  # noqa: S608 - our names
+
+
 def copy_state_into(con: duckdb.DuckDBPyConnection, state_path: Path) -> None:
     """Snapshot the state tables into the working database's `raw` schema for dbt."""
     with connect_state(state_path):
@@ -105,7 +167,7 @@ def copy_state_into(con: duckdb.DuckDBPyConnection, state_path: Path) -> None:
     attach_with_retry(con, state_path, "state_db", read_only=True)
     try:
         con.execute("create schema if not exists raw")
-        for table in ("plan_settings", "notification_log", "run_log"):
+        for table in STATE_TABLES:
             copy = f"create or replace table raw.{table} as select * from state_db.{table}"  # noqa: S608
             con.execute(copy)
     finally:
