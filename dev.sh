@@ -31,7 +31,8 @@ bootstrap() {
   stamp=".venv/.installed-$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
   if [ ! -f "$stamp" ]; then
     .venv/bin/python -m pip install --quiet "uv==${UV_VERSION}"
-    .venv/bin/uv pip install --quiet --python .venv/bin/python -r requirements.lock
+    # Bytecode now: without it every dbt, Prefect and GX import compiles again (PYTHONDONTWRITEBYTECODE).
+    .venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python -r requirements.lock
     .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e .
     rm -f .venv/.installed-*
     touch "$stamp"
