@@ -490,7 +490,14 @@ def test_the_nightly_run_purges_expired_exports(
     created = datetime.now(UTC) - timedelta(hours=30)
     [result], _ = export_plans(settings, ["P1"], now=created)
     landing = Landing(tmp_path / "landing")
+    # The smallest landing that passes the data-quality checks: a plan, an instance, an event.
     landing.write("plans", [landing.plan("Z1", 5)])
+    landing.write("instances", [{"instance_id": "Z1-1", "plan_id": "Z1"}])
+    landing.write(
+        "access_events",
+        [{"event_id": "z1", "occurred_at": "2024-06-01T00:00:00Z", "instance_id": "Z1-1",
+          "user_id": "zu", "action": "grant"}],
+    )  # fmt: skip
     done = run_cli(
         "run",
         "--landing",
