@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from usercounts import pipeline
 from usercounts.config import Settings, today_utc
 from usercounts.lock import run_lock
+from usercounts.pause import pause_point
 from usercounts.pipeline import RunSummary
 
 T = TypeVar("T")
@@ -29,7 +30,8 @@ publish_step = task(name="publish warehouse", cache_policy=NO_CACHE)(pipeline.re
 
 
 def timed(summary: RunSummary, step: str, call: Callable[[], T]) -> T:
-    """Run one step and note its wall time in the summary."""
+    """Run one step and note its wall time in the summary (a test can pause it: pause.py)."""
+    pause_point(step)
     started = time.perf_counter()
     try:
         return call()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -41,12 +44,34 @@ def dbt_args(command: str, work_path: Path, as_of: date, *extra: str) -> list[st
     ]  # fmt: skip
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes Linux kill the child when the run dies, even by kill -9.
+
+    Without it a killed run leaves dbt running on: it keeps writing the dead run's working
+    database and target folder while the next run starts. Elsewhere: None (no such call).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != parent:  # the run died before the line above took effect
+            os._exit(1)
+
+    return preexec
+
+
 def run_dbt(command: str, work_path: Path, as_of: date, *extra: str) -> BuildResult:
     """Run dbt; raise RunFailed naming the first failing nodes when anything fails.
 
     dbt runs in a child process: dbt-duckdb keeps its database open for the life of the
     process, and the run must reopen the working file (and readers must see it closed).
     """
+    # never read an earlier (or a killed) run's results
+    (dbt_home(work_path) / "target" / "run_results.json").unlink(missing_ok=True)
     env = {**os.environ, "USERCOUNTS_WORK_DB": str(work_path)}
     dbt = Path(sys.executable).with_name("dbt")
     args = dbt_args(command, work_path, as_of, *extra)
@@ -57,6 +82,7 @@ def run_dbt(command: str, work_path: Path, as_of: date, *extra: str) -> BuildRes
         capture_output=True,
         text=True,
         check=False,
+        preexec_fn=_die_with_parent(),  # it only calls prctl: safe beside threads
     )
     results_file = dbt_home(work_path) / "target" / "run_results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
