@@ -44,26 +44,6 @@ def dbt_args(command: str, work_path: Path, as_of: date, *extra: str) -> list[st
     ]  # fmt: skip
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that makes Linux kill the child when the run dies, even by kill -9.
-
-    Without it a killed run leaves dbt running on: it keeps writing the dead run's working
-    database and target folder while the next run starts. Elsewhere: None (no such call).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() != parent:  # the run died before the line above took effect
-            os._exit(1)
-
-    return preexec
-
-
 def run_dbt(command: str, work_path: Path, as_of: date, *extra: str) -> BuildResult:
     """Run dbt; raise RunFailed naming the first failing nodes when anything fails.
 
@@ -106,3 +86,23 @@ def run_dbt(command: str, work_path: Path, as_of: date, *extra: str) -> BuildRes
         raise RunFailed(f"dbt {command} failed: {'; '.join(failures[:3])}{more} (log: {logs})")
     timings.sort(key=lambda t: t[1], reverse=True)
     return BuildResult(statuses=statuses, timings=timings)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes Linux kill the child when the run dies, even by kill -9.
+
+    Without it a killed run leaves dbt running on: it keeps writing the dead run's working
+    database and target folder while the next run starts. Elsewhere: None (no such call).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != parent:  # the run died before the line above took effect
+            os._exit(1)
+
+    return preexec
