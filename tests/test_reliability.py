@@ -235,9 +235,10 @@ def kill_9(site: Site, proc: subprocess.Popen, *, check_files: bool = True) -> N
     children = descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    # They die with it (an orphaned dbt would go on for seconds, holding the work files).
     wait_until(
         lambda: not any(alive(c) for c in children),
-        15,
+        3,
         "the killed run's children to die: "
         + "; ".join(cmdline(c)[:100] for c in children if alive(c)),
     )
