@@ -275,7 +275,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> Iter
     # The flow's timed steps, in run order, as the summary names them ("time: load 0.4s, ...").
     time_line = next(line for line in result.stdout.splitlines() if "time:" in line)
     site.steps = re.findall(r"([a-z][a-z :]*?) \d+\.\d+s", time_line.split("time:")[1])
-    assert site.steps[:2] == ["load", "dbt build"] and "publish" in site.steps
+    assert {"load", "dbt build", "publish"} <= set(site.steps), site.steps
     assert query(
         site.database,
         "select plan_id, user_count from marts.plan_user_counts_current order by plan_id",
