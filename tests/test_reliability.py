@@ -513,8 +513,6 @@ def write_hostile_landing(landing: Landing) -> None:
         EVENTS_HEADER + grant_line("x1", "n3") + "x2,2025-03-01T00:00:00Z,I_N,n9,grant,more,more\n"
         + grant_line("x3", "n4")
     )  # fmt: skip
-    (events / "empty.csv").write_bytes(b"")
-    (events / "header_only.csv").write_text(EVENTS_HEADER)
     # An unknown extra column is ignored (data contract, section 1).
     (events / "extra_header.csv").write_text(
         EVENTS_HEADER.replace("\n", ",note\n") + grant_line("h1", "n5").replace("\n", ",hi\n")
@@ -527,7 +525,6 @@ def write_hostile_landing(landing: Landing) -> None:
             "(1002, timestamptz '2025-03-02 10:00:00+00', 'I_N', 7, 'invite', {'a': 2})"
             ") as t(event_id, occurred_at, instance_id, user_id, action, note)"
         ).write_parquet(str(events / "types.parquet"))
-    (events / "vanishing.csv").write_text(EVENTS_HEADER + grant_line("v1", "n8"))
     # A hostile file name, a hostile event, and a bad row (line 3) quarantined verbatim.
     with (events / "it's; drop.csv").open("w", newline="") as out:
         csv.writer(out).writerows(
@@ -538,10 +535,21 @@ def write_hostile_landing(landing: Landing) -> None:
                 ["m1", "2025-03-01T00:00:00Z", "I_MAIL", "m1", "grant"],
             ]
         )
-    (root / "last_seen" / "corrupt.parquet").write_bytes(b"PAR1" + os.urandom(4096))
     (root / "last_seen" / "good.csv").write_text(
         "instance_id,user_id,last_seen_at\nI_N,n1,2025-03-15T00:00:00Z\n"
     )
+
+
+def write_broken_files(landing: Landing) -> list[Path]:
+    """Whole files that cannot be used: empty, header only, corrupt, and one that vanishes."""
+    events = landing.root / "access_events"
+    broken = [events / "empty.csv", events / "header_only.csv", events / "vanishing.csv",
+              landing.root / "last_seen" / "corrupt.parquet"]  # fmt: skip
+    broken[0].write_bytes(b"")
+    broken[1].write_text(EVENTS_HEADER)
+    broken[2].write_text(EVENTS_HEADER + grant_line("v1", "n8"))
+    broken[3].write_bytes(b"PAR1" + os.urandom(4096))
+    return broken
 
 
 class Mailbox:
@@ -597,32 +605,58 @@ PASSWORD = f"pw-{os.urandom(6).hex()}-never-logged"
 
 
 @pytest.mark.slow
-def test_hostile_input_is_quarantined_good_rows_count_and_nothing_leaks(
+def test_hostile_input_is_contained_good_rows_count_and_nothing_leaks(
     tmp_path: Path, prefect_api_url: str, mailbox: Mailbox
 ) -> None:
+    """Two runs: with whole files broken (one vanishing mid-run), then without them."""
     landing = Landing(tmp_path / "landing")
     write_hostile_landing(landing)
+    broken = write_broken_files(landing)
     database = tmp_path / "data" / "warehouse.duckdb"
     site = Site(root=tmp_path, landing=landing.root,
                 settings=Settings(landing=landing.root, database=database))  # fmt: skip
     env = {
         **mailbox.env("usercounts", PASSWORD),
-        "USERCOUNTS_QUARANTINE_MAX_SHARE": "1",  # broken files on purpose: do not stop the run
+        "USERCOUNTS_QUARANTINE_MAX_SHARE": "1",  # bad rows on purpose: do not stop the run
         "PREFECT_LOGGING_LEVEL": "DEBUG",  # so that "never logged" covers debug records too
     }
     proc, marker = site.start(pause_at="load:files", env=env)
     try:
         paused(site, proc, marker, "load:files")
-        (landing.root / "access_events" / "vanishing.csv").unlink()  # found, not yet read
+        broken[2].unlink()  # found, not yet read
         marker.unlink()
-        assert proc.wait(timeout=300) == 0, site.output(proc)[-3000:]
+        proc.wait(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
-    output = site.output(proc)
-    assert "Traceback" not in output
+    outputs = [site.output(proc)]
+    assert "Traceback" not in outputs[0]
+    # Unusable whole files: either quarantined as one row each (the run goes on), or, where
+    # a data-quality check makes them critical, one line naming the check and nothing
+    # published.
+    if proc.returncode == 0:
+        files = query(
+            database,
+            "select file_name, reason from quarantine.access_events where row_number is null "
+            "union all select file_name, reason from quarantine.last_seen order by 1",
+        )
+        assert [(f, r.split(":")[0]) for f, r in files] == [
+            ("access_events/vanishing.csv", "file could not be read"),
+            ("last_seen/corrupt.parquet", "file could not be read"),
+        ]
+    else:
+        last = outputs[0].strip().splitlines()[-1]
+        assert proc.returncode == 1 and last.startswith("usercounts: error: "), outputs[0][-3000:]
+        assert "can be read" in last or "empty" in last, last
+        assert not database.exists()
 
-    # Each broken file: its bad line or the whole file quarantined with a reason ...
+    # Without the broken files: every bad line quarantined with a reason ...
+    for path in broken:
+        path.unlink(missing_ok=True)
+    result = run_cli(*site.run_args(), env=env)
+    outputs.append(result.stdout + result.stderr)
+    assert result.returncode == 0, outputs[1][-3000:]
+    assert "Traceback" not in outputs[1]
     rows = [
         row
         for table in ("users", "access_events", "last_seen")
@@ -638,16 +672,14 @@ def test_hostile_input_is_quarantined_good_rows_count_and_nothing_leaks(
         ("users/long.csv", 3): "MISSING COLUMNS",
         ("access_events/truncated.csv", 4): "",
         ("access_events/extra_columns.csv", 3): "TOO MANY COLUMNS",
-        ("access_events/vanishing.csv", None): "file could not be read",
         ("access_events/it's; drop.csv", 3): "unknown action: drop table x",
-        ("last_seen/corrupt.parquet", None): "file could not be read",
     }
     assert set(quarantined) == set(expected), quarantined
     for key, reason in expected.items():
         assert quarantined[key].startswith(reason), (key, quarantined[key])
 
     # ... and every good row of the same files counted: n1-n5 from the CSVs, 6 and 7 from
-    # the Parquet file with integer ids (7 invited); n8's file vanished before it was read.
+    # the Parquet file with integer ids (7 invited).
     assert query(
         database,
         "select user_count, invited_count from marts.plan_user_counts_current "
@@ -681,8 +713,8 @@ def test_hostile_input_is_quarantined_good_rows_count_and_nothing_leaks(
             "user_last_seen"} <= {t for (t,) in tables}  # fmt: skip
 
     # 6. The SMTP password is nowhere: not in the output (debug logging on), nor in any file
-    # the run wrote (dbt's log, the warehouse, the state, the outbox).
-    assert PASSWORD not in output
+    # the runs wrote (dbt's log, the warehouse, the state, the outbox, reports).
+    assert all(PASSWORD not in output for output in outputs)
     leaks = [p for p in tmp_path.rglob("*") if p.is_file() and PASSWORD.encode() in p.read_bytes()]
     assert leaks == []
 
