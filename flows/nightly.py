@@ -20,6 +20,7 @@ from usercounts import notify, pipeline
 from usercounts.config import Settings, today_utc
 from usercounts.lock import run_lock
 from usercounts.manifest import purge_expired
+from usercounts.pause import pause_point
 from usercounts.pipeline import RunSummary
 from usercounts.report import write_report
 
@@ -55,7 +56,8 @@ def notify_admins(settings: Settings, summary: RunSummary, since: datetime) -> N
 
 
 def timed(summary: RunSummary, step: str, call: Callable[[], T]) -> T:
-    """Run one step and note its wall time in the summary."""
+    """Run one step and note its wall time in the summary (a test can pause it: pause.py)."""
+    pause_point(step)
     started = time.perf_counter()
     try:
         return call()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -54,6 +57,8 @@ def run_dbt(
     dbt runs in a child process: dbt-duckdb keeps its database open for the life of the
     process, and the run must reopen the working file (and readers must see it closed).
     """
+    # never read an earlier (or a killed) run's results
+    (dbt_home(work_path) / "target" / "run_results.json").unlink(missing_ok=True)
     env = {**os.environ, "USERCOUNTS_WORK_DB": str(work_path)}
     dbt = Path(sys.executable).with_name("dbt")
     args = dbt_args(command, work_path, as_of, *extra, inactive_days=inactive_days)
@@ -64,6 +69,7 @@ def run_dbt(
         capture_output=True,
         text=True,
         check=False,
+        preexec_fn=_die_with_parent(),  # it only calls prctl: safe beside threads
     )
     results_file = dbt_home(work_path) / "target" / "run_results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
@@ -87,3 +93,23 @@ def run_dbt(
         raise RunFailed(f"dbt {command} failed: {'; '.join(failures[:3])}{more} (log: {logs})")
     timings.sort(key=lambda t: t[1], reverse=True)
     return BuildResult(statuses=statuses, timings=timings)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes Linux kill the child when the run dies, even by kill -9.
+
+    Without it a killed run leaves dbt running on: it keeps writing the dead run's working
+    database and target folder while the next run starts. Elsewhere: None (no such call).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+        if os.getppid() != parent:  # the run died before the line above took effect
+            os._exit(1)
+
+    return preexec

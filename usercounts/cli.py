@@ -7,6 +7,7 @@ cost seconds to import, and `usercounts counts` should answer at once.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from datetime import date
 from pathlib import Path
@@ -41,11 +42,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from flows.nightly import nightly
     from usercounts.logs import console_without_tracebacks
 
     console_without_tracebacks()
+    # A stop request (systemd, `timeout`, a container stop) ends the run like Ctrl-C: the
+    # dbt child and Prefect's temporary server are stopped instead of being left running.
+    signal.signal(signal.SIGTERM, _interrupt)
 
     summary = nightly(
         landing=str(args.landing) if args.landing else None,

@@ -15,6 +15,7 @@ from pathlib import Path
 import duckdb
 
 from usercounts.config import SOURCES
+from usercounts.pause import pause_point
 
 # Columns per landing source (data-contract section 1), in contract order.
 SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -89,7 +90,9 @@ def load_landing(con: duckdb.DuckDBPyConnection, landing: Path) -> LoadSummary:
     """Load every landing file into raw.* (a full reload); return what was read."""
     create_raw_schema(con)
     summary = LoadSummary()
-    for source, files in discover(landing).items():
+    found = discover(landing)
+    pause_point("load:files")
+    for source, files in found.items():
         summary.rows[source] = summary.rejected[source] = summary.files[source] = 0
         for path in files:
             fmt = FORMATS.get(path.suffix.lower())
@@ -172,10 +175,12 @@ def _load_csv(
         "rejects_line_size_limit=200)",
         [str(path), MAX_LINE_BYTES],
     )
-    rejected = con.execute("select count(*) from _rejects").fetchone()[0]
+    # The reader reports a short row once per missing column: keep one reject per line.
+    rejected = con.execute("select count(distinct line) from _rejects").fetchone()[0]
     con.execute(
         "insert into raw.load_rejects select ?, ?, line, "
-        "error_type || ': ' || error_message, left(csv_line, 200) from _rejects order by line",
+        "error_type || ': ' || error_message, left(csv_line, 200) from _rejects "
+        "qualify row_number() over (partition by line order by column_idx) = 1 order by line",
         [source, name],
     )
     cols = _select_list(con, source, "_file", name)

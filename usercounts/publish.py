@@ -13,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 
+from usercounts.pause import pause_point
 from usercounts.state import attach_with_retry
 
 # What analysts get: the marts, the quarantined rows, and the run's own record.
@@ -42,6 +43,7 @@ def publish(work_path: Path, published_path: Path) -> list[str]:
             copy = f"create table {schema}.{table} as select * from work.{schema}.{table}"  # noqa: S608
             con.execute(copy)
         con.execute("detach work")
+        pause_point("publish:copied")
         con.execute("checkpoint")
     finally:
         con.close()
@@ -52,9 +54,33 @@ def publish(work_path: Path, published_path: Path) -> list[str]:
         raise RuntimeError(f"publishing left a write-ahead log behind: {wal}")
     _fsync(staging)
     os.chmod(staging, 0o644)
+    keep_previous(published_path)
     os.replace(staging, published_path)
     _fsync(published_path.parent)
     return [f"{s}.{t}" for s, t in tables]
+
+
+def previous_path(published_path: Path) -> Path:
+    """Where the snapshot before the latest publish is kept (warehouse.previous.duckdb)."""
+    return published_path.with_name(f"{published_path.stem}.previous{published_path.suffix}")
+
+
+def keep_previous(published_path: Path) -> None:
+    """Keep the current published file as the previous snapshot: a hard link, no copy.
+
+    It is what to roll back to by hand if a published run turns out wrong (see
+    docs/operations.md). On a filesystem without hard links nothing is kept.
+    """
+    if not published_path.exists():
+        return
+    previous = previous_path(published_path)
+    linking = previous.with_name(f".{previous.name}.linking")
+    linking.unlink(missing_ok=True)
+    try:
+        os.link(published_path, linking)
+    except OSError:
+        return
+    os.replace(linking, previous)
 
 
 def _fsync(path: Path) -> None:
