@@ -42,6 +42,8 @@ bootstrap() {
 lint() {
   .venv/bin/ruff check .
   .venv/bin/ruff format --check .
+  # The dbt templater connects to the working database, whose folder a fresh clone lacks.
+  mkdir -p data
   .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor
 }
 
