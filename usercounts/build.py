@@ -20,6 +20,9 @@ class BuildResult:
 
     statuses: dict[str, int]
     timings: list[tuple[str, float]]
+    # Whether every model was rebuilt rather than added to, and why.
+    full_refresh: bool = False
+    full_refresh_reason: str | None = None
 
 
 def dbt_home(work_path: Path) -> Path:
@@ -28,7 +31,10 @@ def dbt_home(work_path: Path) -> Path:
 
 
 def dbt_args(command: str, work_path: Path, as_of: date, *extra: str) -> list[str]:
-    """The dbt command line for this project, with per-database target and log folders."""
+    """The dbt command line for this project, with per-database target and log folders.
+
+    The as-of date is not on it: dbt_env passes it in the environment (see macros/as_of.sql).
+    """
     target = dbt_home(work_path)
     return [
         command,
@@ -36,9 +42,21 @@ def dbt_args(command: str, work_path: Path, as_of: date, *extra: str) -> list[st
         "--profiles-dir", str(PROJECT_ROOT),
         "--target-path", str(target / "target"),
         "--log-path", str(target / "logs"),
-        "--vars", json.dumps({"as_of_date": as_of.isoformat()}),
         *extra,
     ]  # fmt: skip
+
+
+def dbt_env(work_path: Path, as_of: date) -> dict[str, str]:
+    """The environment dbt runs in: the working database and the as-of date.
+
+    The as-of date travels as USERCOUNTS_AS_OF_DATE, read only while models run, because a
+    changed `--vars` makes dbt re-parse the whole project (seconds, every night).
+    """
+    return {
+        **os.environ,
+        "USERCOUNTS_WORK_DB": str(work_path),
+        "USERCOUNTS_AS_OF_DATE": as_of.isoformat(),
+    }
 
 
 def run_dbt(command: str, work_path: Path, as_of: date, *extra: str) -> BuildResult:
@@ -47,7 +65,7 @@ def run_dbt(command: str, work_path: Path, as_of: date, *extra: str) -> BuildRes
     dbt runs in a child process: dbt-duckdb keeps its database open for the life of the
     process, and the run must reopen the working file (and readers must see it closed).
     """
-    env = {**os.environ, "USERCOUNTS_WORK_DB": str(work_path)}
+    env = dbt_env(work_path, as_of)
     dbt = Path(sys.executable).with_name("dbt")
     args = dbt_args(command, work_path, as_of, *extra)
     proc = subprocess.run(

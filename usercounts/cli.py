@@ -72,7 +72,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         written = generate_demo(args.out)
     else:
         written = generate(
-            args.out, users=args.users, seed=args.seed, fmt=args.format, months=args.months
+            args.out,
+            users=args.users,
+            seed=args.seed,
+            fmt=args.format,
+            months=args.months,
+            daily_files=args.daily_files,
         )
     total = sum(written.values())
     print(
@@ -127,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--months", type=int, default=24)
     gen.add_argument("--format", choices=["csv", "parquet"], default="parquet")
+    gen.add_argument(
+        "--daily-files",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write the last N days of events and last-seen as one file per day",
+    )
     gen.add_argument("--demo", action="store_true", help="the small bundled demo data set")
     gen.set_defaults(func=cmd_generate)
 

@@ -1,0 +1,58 @@
+-- The (instance, user) pairs whose events before A changed since the last build: events
+-- loaded since (before A), events the previous as-of instant hid and this one shows, and
+-- every pair on an instance named by a newly loaded instances row (its plan may have
+-- changed). Incremental models recompute these pairs and their users; on a build from
+-- scratch the list is empty and unused.
+{%- set previous = previous_build() %}
+with
+
+events as (
+    select * from {{ ref('base_landing__access_events') }}
+    where is_first_read and occurred_at < {{ as_of_instant() }}
+),
+
+instances as (
+    select * from {{ ref('base_landing__instances') }}
+),
+
+{% if previous is none -%}
+final as (
+    select
+        instance_id,
+        user_id
+    from events
+    where false
+)
+{%- else -%}
+new_events as (
+    select
+        instance_id,
+        user_id
+    from events
+    where
+        load_id > {{ previous.load_id }}
+        or occurred_at >= cast(cast('{{ previous.as_of_date }}' as date) + 1 as timestamp)
+),
+
+remapped as (
+    select
+        events.instance_id,
+        events.user_id
+    from events
+    inner join instances on events.instance_id = instances.instance_id
+    where instances.load_id > {{ previous.load_id }}
+),
+
+final as (
+    select distinct
+        instance_id,
+        user_id
+    from (
+        select * from new_events
+        union all
+        select * from remapped
+    )
+)
+{%- endif %}
+
+select * from final
