@@ -42,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         database=str(args.database) if args.database else None,
         as_of=args.as_of,
         outbox=str(args.outbox) if args.outbox else None,
+        full_refresh=args.full_refresh,
     )
     print(summary.to_text())
     return 0
@@ -112,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     database_option(run)
     run.add_argument("--as-of", type=_date, help="as-of date D, YYYY-MM-DD (default: today UTC)")
     run.add_argument("--outbox", type=Path, help="folder for .eml files when SMTP is not set")
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the working database from the landing folder instead of adding to it",
+    )
     run.set_defaults(func=cmd_run)
 
     counts = sub.add_parser("counts", help="the 12-month view per plan")
