@@ -221,6 +221,28 @@ def test_a_run_that_did_not_finish_makes_the_next_rebuild(nights: dict) -> None:
     assert canonical_dump(settings.published_path) == nights["scratch_3"]
 
 
+def test_a_night_with_only_a_late_event_recomputes_from_its_day(nights: dict) -> None:
+    settings = nights["settings"]
+    landing: Landing = nights["landing"]
+    # Dated February 20 (before the last build's as-of date), in a file read after the others:
+    # u2, invited on I1, is active there from that day.
+    landing.write(
+        "access_events",
+        [ev("e11", "2025-02-20T09:00:00Z", "I1", "u2", "grant")],
+        name="ev_2025-03.csv",
+    )
+    build_warehouse(settings.landing, settings.home, D3)
+    assert builds(settings.home)[-1] == (D3, False)
+    rebuilt = build_warehouse(settings.landing, settings.home.parent / "scratch_late", D3)
+    assert canonical_dump(settings.published_path) == canonical_dump(rebuilt.published_path)
+    invited = query(
+        settings.published_path,
+        "select strftime(day, '%m-%d'), invited_count from marts.plan_user_counts_daily "
+        "where plan_id = 'P1' and day between '2025-02-19' and '2025-02-20' order by day",
+    )
+    assert invited == [("02-19", 1), ("02-20", 0)]
+
+
 def test_a_new_file_sorting_before_loaded_ones_rebuilds(nights: dict) -> None:
     settings = nights["settings"]
     landing: Landing = nights["landing"]

@@ -1,8 +1,9 @@
--- The (instance, user) pairs whose events before A changed since the last build: events
--- loaded since (before A), events the previous as-of instant hid and this one shows, and
--- every pair on an instance named by a newly loaded instances row (its plan may have
--- changed). Incremental models recompute these pairs and their users; on a build from
--- scratch the list is empty and unused.
+-- The (instance, user) pairs whose events before A changed since the last build, with the
+-- earliest instant from which their access may differ (changed_from): events loaded since
+-- (before A), events the previous as-of instant hid and this one shows, and every pair on
+-- an instance named by a newly loaded instances row (its plan may have changed: changed
+-- from the beginning). Incremental models recompute these pairs and their users, and the
+-- daily counts from the day of the earliest change. Empty (and unused) on a full build.
 {%- set previous = previous_build() %}
 with
 
@@ -19,7 +20,8 @@ instances as (
 final as (
     select
         instance_id,
-        user_id
+        user_id,
+        occurred_at as changed_from
     from events
     where false
 )
@@ -27,7 +29,8 @@ final as (
 new_events as (
     select
         instance_id,
-        user_id
+        user_id,
+        occurred_at as changed_from
     from events
     where
         load_id > {{ previous.load_id }}
@@ -37,21 +40,24 @@ new_events as (
 remapped as (
     select
         events.instance_id,
-        events.user_id
+        events.user_id,
+        cast('-infinity' as timestamp) as changed_from
     from events
     inner join instances on events.instance_id = instances.instance_id
     where instances.load_id > {{ previous.load_id }}
 ),
 
 final as (
-    select distinct
+    select
         instance_id,
-        user_id
+        user_id,
+        min(changed_from) as changed_from
     from (
         select * from new_events
         union all
         select * from remapped
     )
+    group by instance_id, user_id
 )
 {%- endif %}
 

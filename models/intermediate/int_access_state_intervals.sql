@@ -9,18 +9,21 @@
 -- the instants t with valid_from < t <= valid_to (a count at t sees events before t);
 -- valid_to is null while it lasts. Spans that open and close at one instant are dropped.
 -- access_since is the start of the unbroken run of access the span belongs to.
--- Incremental: the pairs in int_access_pairs_changed are deleted and computed again.
+-- The states come from the state machine (macros/access_states.sql, as in
+-- int_access_events_sequenced). Incremental: the pairs in int_access_pairs_changed are
+-- deleted and computed again from their events.
 with
 
-sequenced as (
-    select sequenced.*
-    from {{ ref('int_access_events_sequenced') }} as sequenced
+events as (
+    select events.*
+    from {{ ref('stg_landing__access_events') }} as events
     {%- if is_incremental() %}
         inner join {{ ref('int_access_pairs_changed') }} as changed
-            on sequenced.instance_id = changed.instance_id
-                and sequenced.user_id = changed.user_id
+            on events.instance_id = changed.instance_id and events.user_id = changed.user_id
     {%- endif %}
 ),
+
+{{ sequence_access_events('events') }},
 
 state_changes as (
     select * from sequenced
