@@ -16,25 +16,19 @@ instances as (
     select * from {{ ref('base_landing__instances') }}
 ),
 
-{% if previous is none -%}
-final as (
-    select
-        instance_id,
-        user_id,
-        occurred_at as changed_from
-    from events
-    where false
-)
-{%- else -%}
 new_events as (
     select
         instance_id,
         user_id,
         occurred_at as changed_from
     from events
-    where
-        load_id > {{ previous.load_id }}
-        or occurred_at >= cast(cast('{{ previous.as_of_date }}' as date) + 1 as timestamp)
+    {%- if previous is none %}
+        where false
+    {%- else %}
+        where
+            load_id > {{ previous.load_id }}
+            or occurred_at >= cast(cast('{{ previous.as_of_date }}' as date) + 1 as timestamp)
+    {%- endif %}
 ),
 
 remapped as (
@@ -44,7 +38,7 @@ remapped as (
         cast('-infinity' as timestamp) as changed_from
     from events
     inner join instances on events.instance_id = instances.instance_id
-    where instances.load_id > {{ previous.load_id }}
+    where {{ 'false' if previous is none else 'instances.load_id > ' ~ previous.load_id }}
 ),
 
 final as (
@@ -56,9 +50,8 @@ final as (
         select * from new_events
         union all
         select * from remapped
-    )
+    ) as changes
     group by instance_id, user_id
 )
-{%- endif %}
 
 select * from final

@@ -34,52 +34,61 @@ plans as (
     select * from {{ ref('int_plans_as_of') }}
 ),
 
-{% if previous is not none -%}
 start as (
+    -- the first day computed again (every day on a build from scratch)
     select
-        case
-            when exists (
-                select 1 from {{ ref('base_landing__plans') }}
-                where load_id > {{ previous.load_id }}
-            )
-                then cast('-infinity' as date)
-            else least(
-                cast('{{ previous.as_of_date }}' as date) + 1,
-                coalesce(
-                    (
-                        select cast(min(changed_from) as date)
-                        from {{ ref('int_access_pairs_changed') }}
-                    ),
-                    cast('{{ previous.as_of_date }}' as date) + 1
+        {%- if previous is none %}
+            cast('-infinity' as date) as start_day
+        {%- else %}
+            case
+                when exists (
+                    select 1 from {{ ref('base_landing__plans') }}
+                    where load_id > {{ previous.load_id }}
                 )
-            )
-        end as start_day
+                    then cast('-infinity' as date)
+                else least(
+                    cast('{{ previous.as_of_date }}' as date) + 1,
+                    coalesce(
+                        (
+                            select cast(min(changed_from) as date)
+                            from {{ ref('int_access_pairs_changed') }}
+                        ),
+                        cast('{{ previous.as_of_date }}' as date) + 1
+                    )
+                )
+            end as start_day
+        {%- endif %}
 ),
 
--- each plan's figures on the day before the first day computed again
 carried as (
-    select
-        plan_id,
-        user_count,
-        invited_count
-    from {{ this }}
-    where day = (select start.start_day from start) - 1
+    -- each plan's figures on the day before the start (none on a build from scratch)
+    {%- if previous is none %}
+        select
+            plan_id,
+            0 as user_count,
+            0 as invited_count
+        from plans
+        where false
+    {%- else %}
+        select
+            plan_id,
+            user_count,
+            invited_count
+        from {{ this }}
+        where day = (select start.start_day from start) - 1
+    {%- endif %}
 ),
 
-{% endif -%}
 first_event_days as (
     select
         instances.plan_id,
         min(cast(events.occurred_at as date)) as first_day
     from events
     inner join instances on events.instance_id = instances.instance_id
-    {%- if previous is not none %}
-        where events.occurred_at >= (select cast(start.start_day as timestamp) from start)
-    {%- endif %}
+    where events.occurred_at >= (select cast(start.start_day as timestamp) from start)
     group by instances.plan_id
 ),
 
-{% if previous is not none -%}
 first_days as (
     -- plans with figures before the start carry on from it; others start at their first event
     select
@@ -95,16 +104,10 @@ first_days as (
         union all
 
         select * from first_event_days
-    )
+    ) as plan_starts
     group by plan_id
 ),
 
-{% else -%}
-first_days as (
-    select * from first_event_days
-),
-
-{% endif -%}
 days as (
     select
         plan_id,
@@ -139,9 +142,7 @@ daily_deltas as (
         sum(user_delta) as user_delta,
         sum(invited_delta) as invited_delta
     from deltas
-    {%- if previous is not none %}
-        where day >= (select start.start_day from start)
-    {%- endif %}
+    where day >= (select start.start_day from start)
     group by plan_id, day
 ),
 
@@ -159,7 +160,6 @@ running as (
     )
 ),
 
-{% if previous is not none -%}
 carried_on as (
     select
         running.plan_id,
@@ -170,12 +170,6 @@ carried_on as (
     left join carried on running.plan_id = carried.plan_id
 ),
 
-{% else -%}
-carried_on as (
-    select * from running
-),
-
-{% endif -%}
 final as (
     select
         plans.org_id,
