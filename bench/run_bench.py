@@ -54,6 +54,17 @@ from usercounts.generate import generate  # noqa: E402
 DATA = ROOT / "bench" / "data"
 BASELINE_SQL = ROOT / "bench" / "baseline.sql"
 END_DATE = date(2026, 11, 20)  # the generator's last day
+# The models on the path from the landing rows to the month-end closing balances: what the
+# baseline computes (the rest of the build validates, keeps daily history, last-seen, tests).
+COUNT_PATH = (
+    "base_landing__access_events",
+    "int_access_pairs_changed",
+    "int_access_state_intervals",
+    "int_access_intervals_merged_to_plans",
+    "int_plan_memberships_by_month",
+    "plan_user_counts_daily",
+    "plan_user_counts_monthly",
+)
 # The steps of a nightly run, in order, with the attribute that runs each (None: built in).
 OPTIONAL_STEPS = {
     "quality checks (raw)": ("usercounts.pipeline", "validate_raw"),
@@ -129,6 +140,7 @@ class Run:
     new_events: int = 0
     build_mode: str = ""
     slowest_models: list[tuple[str, float]] = field(default_factory=list)
+    count_path: float = 0.0
 
 
 def machine() -> dict[str, str]:
@@ -240,6 +252,7 @@ def run_steps(settings: Settings, as_of: date, label: str) -> Run:
     run.new_events = loaded.new_rows.get("access_events", 0)
     run.build_mode = summary.build_mode or ""
     run.slowest_models = [t for t in built.timings if not t[0][0].isdigit()][:6]
+    run.count_path = sum(secs for name, secs in built.timings if name in COUNT_PATH)
     return run
 
 

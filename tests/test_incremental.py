@@ -28,21 +28,12 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import Landing, build_warehouse, canonical_dump, query
+from test_counting_rules import ev
 
 from usercounts import incremental, pipeline
 from usercounts.load import landing_changes, landing_files
 
 D1, D2, D3 = date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31)
-
-
-def ev(event_id: str, at: str, instance: str, user: str, action: str) -> dict[str, str]:
-    return {
-        "event_id": event_id,
-        "occurred_at": at,
-        "instance_id": instance,
-        "user_id": user,
-        "action": action,
-    }
 
 
 def night_1(landing: Landing) -> None:
@@ -107,6 +98,19 @@ def night_2(landing: Landing) -> None:
         [{"instance_id": "I3", "user_id": "u3", "last_seen_at": "2025-02-20T10:00:00Z"}],
         name="ls_2.csv",
     )
+
+
+def night_with_events(nights: dict, name: str, events: list[dict[str, str]]) -> bool:
+    """A night at D3 that brings one events file; True when it rebuilt from scratch.
+
+    Also checks that its marts equal a rebuild from scratch of the same landing folder.
+    """
+    settings = nights["settings"]
+    nights["landing"].write("access_events", events, name=name)
+    build_warehouse(settings.landing, settings.home, D3)
+    rebuilt = build_warehouse(settings.landing, settings.home.parent / f"scratch_{name}", D3)
+    assert canonical_dump(settings.published_path) == canonical_dump(rebuilt.published_path)
+    return builds(settings.home)[-1][1]
 
 
 def builds(settings_home: Path) -> list[tuple[date, bool]]:
@@ -222,21 +226,12 @@ def test_a_run_that_did_not_finish_makes_the_next_rebuild(nights: dict) -> None:
 
 
 def test_a_night_with_only_a_late_event_recomputes_from_its_day(nights: dict) -> None:
-    settings = nights["settings"]
-    landing: Landing = nights["landing"]
     # Dated February 20 (before the last build's as-of date), in a file read after the others:
     # u2, invited on I1, is active there from that day.
-    landing.write(
-        "access_events",
-        [ev("e11", "2025-02-20T09:00:00Z", "I1", "u2", "grant")],
-        name="ev_2025-03.csv",
-    )
-    build_warehouse(settings.landing, settings.home, D3)
-    assert builds(settings.home)[-1] == (D3, False)
-    rebuilt = build_warehouse(settings.landing, settings.home.parent / "scratch_late", D3)
-    assert canonical_dump(settings.published_path) == canonical_dump(rebuilt.published_path)
+    late = [ev("e11", "2025-02-20T09:00:00Z", "I1", "u2", "grant")]
+    assert night_with_events(nights, "ev_2025-03.csv", late) is False
     invited = query(
-        settings.published_path,
+        nights["settings"].published_path,
         "select strftime(day, '%m-%d'), invited_count from marts.plan_user_counts_daily "
         "where plan_id = 'P1' and day between '2025-02-19' and '2025-02-20' order by day",
     )
@@ -244,19 +239,10 @@ def test_a_night_with_only_a_late_event_recomputes_from_its_day(nights: dict) ->
 
 
 def test_a_new_file_sorting_before_loaded_ones_rebuilds(nights: dict) -> None:
-    settings = nights["settings"]
-    landing: Landing = nights["landing"]
     # Read before ev_2025-01.csv: its copy of e1 (u3 on I1) is now the event that counts.
-    landing.write(
-        "access_events",
-        [ev("e1", "2025-01-05T09:00:00Z", "I1", "u3", "grant")],
-        name="ev_2024-12.csv",
-    )
-    build_warehouse(settings.landing, settings.home, D3)
-    assert builds(settings.home)[-1] == (D3, True)
-    rebuilt = build_warehouse(settings.landing, settings.home.parent / "scratch_4", D3)
-    assert canonical_dump(settings.published_path) == canonical_dump(rebuilt.published_path)
+    earlier = [ev("e1", "2025-01-05T09:00:00Z", "I1", "u3", "grant")]
+    assert night_with_events(nights, "ev_2024-12.csv", earlier) is True
     assert query(
-        settings.published_path,
+        nights["settings"].published_path,
         "select user_count from marts.plan_user_counts_current where plan_id = 'P1'",
     ) == [(2,)]

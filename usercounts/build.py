@@ -47,7 +47,7 @@ def dbt_args(command: str, work_path: Path, as_of: date, *extra: str) -> list[st
 
 
 def dbt_env(work_path: Path, as_of: date) -> dict[str, str]:
-    """The environment dbt runs in: the working database and the as-of date.
+    """The environment dbt runs in: the working database, the as-of date, DuckDB's memory.
 
     The as-of date travels as USERCOUNTS_AS_OF_DATE, read only while models run, because a
     changed `--vars` makes dbt re-parse the whole project (seconds, every night).
@@ -56,7 +56,16 @@ def dbt_env(work_path: Path, as_of: date) -> dict[str, str]:
         **os.environ,
         "USERCOUNTS_WORK_DB": str(work_path),
         "USERCOUNTS_AS_OF_DATE": as_of.isoformat(),
+        "USERCOUNTS_DUCKDB_MEMORY_LIMIT": os.environ.get("USERCOUNTS_DUCKDB_MEMORY_LIMIT")
+        or default_memory_limit(),
     }
+
+
+def default_memory_limit() -> str:
+    """Half the machine's memory: DuckDB spills to disk beyond it (its own default is 80%,
+    which leaves too little beside two dbt threads, the run and the page cache)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(1024, total // 2 // 2**20)}MB"
 
 
 def run_dbt(command: str, work_path: Path, as_of: date, *extra: str) -> BuildResult:

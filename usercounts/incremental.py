@@ -28,6 +28,7 @@ from pathlib import Path
 import duckdb
 
 from usercounts.config import PROJECT_ROOT
+from usercounts.publish import fsync_path
 
 # Bump when the raw layer's tables change shape: working databases built before rebuild.
 WORK_LAYOUT_VERSION = 1
@@ -72,13 +73,13 @@ def mark_unfinished(work_path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(marker.parent)
+    fsync_path(marker.parent)
 
 
 def clear_unfinished(work_path: Path) -> None:
     """Remove the marker once the build is complete and recorded."""
     marker_path(work_path).unlink(missing_ok=True)
-    _fsync_dir(work_path.parent)
+    fsync_path(work_path.parent)
 
 
 def fingerprint() -> str:
@@ -150,11 +151,3 @@ def record_build(
         [as_of, str(landing.resolve()), fingerprint(), full_refresh],
     )
     con.execute("checkpoint")
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
