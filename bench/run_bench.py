@@ -17,7 +17,8 @@ bench/data/users-N/source), the last --nights days as one file per day, and then
    (incremental), then an empty night (no new files, as-of the next day);
 4. the baseline again on the final landing folder, compared with the incremental warehouse;
 5. the real flow once (`usercounts run`, Prefect's temporary server, PREFECT_HOME kept in
-   bench/data/prefect-home) for another empty night: what Prefect adds to a run.
+   bench/data/prefect-home) for another empty night: what Prefect adds to a run; with
+   --prefect-server once more against a `prefect server start` the bench runs meanwhile.
 
 Reported per run: wall time per step (steps this branch does not have are named), CPU
 seconds, peak memory (the process tree's resident memory, sampled every 50 ms, dbt's child
@@ -27,6 +28,7 @@ process included), rows per second, and the ratio "our dbt build / baseline".
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -292,10 +294,17 @@ def baseline(landing: Path, as_of: date, warehouse: Path) -> tuple[float, int, i
     return seconds, memory.peak, int(differing)
 
 
-def flow_run(settings: Settings, as_of: date) -> tuple[float, dict[str, float], int]:
-    """`usercounts run` as an operator runs it: (wall seconds, its step times, peak bytes)."""
+def flow_run(
+    settings: Settings, as_of: date, api_url: str | None = None
+) -> tuple[float, dict[str, float], int]:
+    """`usercounts run` as an operator runs it: (wall seconds, its step times, peak bytes).
+
+    api_url None: the temporary Prefect server a plain `usercounts run` starts.
+    """
     env = {**os.environ, "PREFECT_HOME": str(DATA / "prefect-home"), "PYTHONPATH": str(ROOT)}
-    env.pop("PREFECT_API_URL", None)  # the temporary server a plain `usercounts run` starts
+    env.pop("PREFECT_API_URL", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
     command = [
         str(Path(sys.executable).with_name("usercounts")), "run",
         "--landing", str(settings.landing), "--database", str(settings.published_path),
@@ -316,11 +325,52 @@ def flow_run(settings: Settings, as_of: date) -> tuple[float, dict[str, float], 
     return wall, steps, memory.peak
 
 
+class PrefectServer:
+    """A real Prefect server (`prefect server start`) for the runs inside the block."""
+
+    def __init__(self, port: int = 4299) -> None:
+        self.url = f"http://127.0.0.1:{port}/api"
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PrefectServer:
+        import urllib.request
+
+        env = {**os.environ, "PREFECT_HOME": str(DATA / "prefect-home")}
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        self.proc = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise SystemExit("prefect server did not start within 120 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
 def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def bench_size(users: int, nights: int, seed: int, with_flow: bool) -> dict[str, Any]:
+def bench_size(
+    users: int, nights: int, seed: int, with_flow: bool, server: PrefectServer | None
+) -> dict[str, Any]:
     """Every measurement for one size."""
     print(f"\n== {users:,} users (load average {load_average()})", flush=True)
     source = source_folder(users, nights, seed)
@@ -348,6 +398,9 @@ def bench_size(users: int, nights: int, seed: int, with_flow: bool) -> dict[str,
     flow = flow_run(settings, empty_day + timedelta(days=1)) if with_flow else None
     if flow:
         print(f"  usercounts run (Prefect flow), empty night: {flow[0]:.1f}s", flush=True)
+    served = flow_run(settings, empty_day + timedelta(days=2), server.url) if server else None
+    if served:
+        print(f"  usercounts run against a running server: {served[0]:.1f}s", flush=True)
     if base_full[2] or base_last[2]:
         raise SystemExit("benchmark is wrong: baseline balances differ from the marts")
     with duckdb.connect(str(settings.published_path), read_only=True) as con:
@@ -358,6 +411,7 @@ def bench_size(users: int, nights: int, seed: int, with_flow: bool) -> dict[str,
         "baseline_full": base_full,
         "baseline_last": base_last,
         "flow": flow,
+        "served": served,
         "access_rows_at_end": events,
         "loaded_events": sum(r.new_events for r in runs),
         "load_average_end": load_average(),
@@ -408,15 +462,16 @@ def report(results: list[dict[str, Any]], info: dict[str, str], started_load: st
                 "- slowest models, night 1: "
                 + ", ".join(f"{n} {s:.1f}s" for n, s in night.slowest_models)
             )
-        if res["flow"]:
-            wall, flow_steps, peak = res["flow"]
-            inside = sum(flow_steps.values())
-            lines.append(
-                f"- `usercounts run` (Prefect flow, temporary server), empty night: {wall:.1f}s "
-                f"wall, of which steps {inside:.1f}s ("
-                + ", ".join(f"{k} {v:.1f}s" for k, v in flow_steps.items())
-                + f"); Prefect and process start {wall - inside:.1f}s; peak {gib(peak)}"
-            )
+        for key, how in (("flow", "temporary server"), ("served", "a running server")):
+            if res[key]:
+                wall, flow_steps, peak = res[key]
+                inside = sum(flow_steps.values())
+                lines.append(
+                    f"- `usercounts run` (Prefect flow, {how}), empty night: {wall:.1f}s "
+                    f"wall, of which steps {inside:.1f}s ("
+                    + ", ".join(f"{k} {v:.1f}s" for k, v in flow_steps.items())
+                    + f"); Prefect and process start {wall - inside:.1f}s; peak {gib(peak)}"
+                )
         lines += [f"- load average at the end: {res['load_average_end']}", ""]
     return "\n".join(lines)
 
@@ -427,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nights", type=int, default=2, help="incremental nights (default 2)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-flow", action="store_true", help="skip the `usercounts run` run")
+    parser.add_argument(
+        "--prefect-server",
+        action="store_true",
+        help="also run `usercounts run` against a `prefect server start` the bench starts",
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
     if args.nights < 1:
@@ -438,7 +498,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("PYTHONPYCACHEPREFIX", str(DATA / "pycache"))
         print(f"bytecode cached in {os.environ['PYTHONPYCACHEPREFIX']}", flush=True)
     info, started_load = machine(), load_average()
-    results = [bench_size(n, args.nights, args.seed, not args.no_flow) for n in args.users]
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(PrefectServer()) if args.prefect_server else None
+        results = [
+            bench_size(n, args.nights, args.seed, not args.no_flow, server) for n in args.users
+        ]
     text = report(results, info, started_load)
     print("\n" + text)
     if args.out:
