@@ -71,8 +71,13 @@ def nightly(
     database: str | None = None,
     as_of: date | None = None,
     outbox: str | None = None,
+    full_refresh: bool = False,
 ) -> RunSummary:
-    """The nightly job: load, build, check thresholds, notify, publish."""
+    """The nightly job: load, build, check thresholds, notify, publish.
+
+    The working database is kept between runs and brought up to date incrementally;
+    full_refresh=True rebuilds it from the landing folder (docs/operations.md).
+    """
     overrides = {"landing": landing, "database": database, "outbox": outbox}
     settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
     summary = RunSummary(as_of=as_of or today_utc())
@@ -82,8 +87,7 @@ def nightly(
     with run_lock(settings.lock_path), pipeline.failure_recorded(settings, summary):
         # users exports live 24 hours: each run deletes the expired ones first
         summary.warnings.extend(purge_step(settings.exports_path).warnings)
-        pipeline.reset_work(settings)
-        loaded = timed(summary, "load", lambda: load_step(settings))
+        loaded = timed(summary, "load", lambda: load_step(settings, full_refresh))
         summary.rows_loaded = dict(loaded.rows)
         if loaded.skipped_files:
             summary.warnings.append(
@@ -91,7 +95,10 @@ def nightly(
                 f".parquet: {', '.join(loaded.skipped_files[:5])}"
             )
         timed(summary, "validate raw", lambda: validate_raw_step(settings, summary))
-        timed(summary, "dbt build", lambda: build_step(settings, summary.as_of))
+        built = timed(
+            summary, "dbt build", lambda: build_step(settings, summary.as_of, full_refresh)
+        )
+        summary.build_mode = pipeline.build_mode(loaded, built)
         pipeline.read_back(settings, summary)
         timed(summary, "validate marts", lambda: validate_marts_step(settings, summary))
         timed(summary, "notify", lambda: notify_admins(settings, summary, started))

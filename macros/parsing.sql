@@ -10,8 +10,17 @@
     cast(try_cast(nullif(trim({{ column }}), '') as timestamp with time zone) as timestamp)
 {%- endmacro %}
 
+{#- Text without an offset (or with Z) is UTC already and takes the plain timestamp cast,
+    several times faster than the time-zone-aware one, which reads every other form. -#}
 {% macro duckdb__parse_timestamp(column) -%}
-    timezone('UTC', try_cast(nullif(trim({{ column }}), '') as timestamptz))
+    case
+        when regexp_full_match(
+            trim({{ column }}),
+            '[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]{1,6})?)?Z?)?'
+        )
+            then try_cast(trim({{ column }}) as timestamp)
+        else timezone('UTC', try_cast(nullif(trim({{ column }}), '') as timestamptz))
+    end
 {%- endmacro %}
 
 {% macro parse_date(column) -%}

@@ -1,6 +1,7 @@
 {#- The quarantined rows of one landing source: rows whose values failed a check (from its
-    base model) and rows the reader could not split or files it could not read. -#}
-{% macro quarantine_rows(source_name) %}
+    base model) and rows the reader could not split or files it could not read.
+    bookkeeping: base-model columns that are not part of the row (left out). -#}
+{% macro quarantine_rows(source_name, bookkeeping=['load_id']) %}
 with
 
 failed_checks as (
@@ -18,7 +19,9 @@ final as (
         file_name,
         row_number,
         quarantine_reason as reason,
-        columns(* exclude (file_name, row_number, quarantine_reason))
+        columns(* exclude (
+            file_name, row_number, quarantine_reason, {{ bookkeeping | join(', ') }}
+        ))
     from failed_checks
 
     union all by name

@@ -96,13 +96,19 @@ def settings_for(home: Path, landing: Path, **extra: Any) -> Settings:
     return Settings(landing=landing, database=home / "warehouse.duckdb", **extra)
 
 
-def build_warehouse(landing: Path, home: Path, as_of: date, **extra: Any) -> Settings:
-    """Load, dbt build and publish with the pipeline's own steps (no Prefect)."""
+def build_warehouse(
+    landing: Path, home: Path, as_of: date, *, full_refresh: bool = False, **extra: Any
+) -> Settings:
+    """Load, dbt build and publish with the pipeline's own steps (no Prefect).
+
+    As the nightly flow does: the working database under home is added to when it can be.
+    """
     settings = settings_for(home, landing, **extra)
     summary = pipeline.RunSummary(as_of=as_of)
-    pipeline.reset_work(settings)
-    summary.rows_loaded = pipeline.load(settings).rows
-    pipeline.build(settings, as_of)
+    loaded = pipeline.load(settings, full_refresh)
+    summary.rows_loaded = loaded.rows
+    built = pipeline.build(settings, as_of, full_refresh)
+    summary.build_mode = pipeline.build_mode(loaded, built)
     pipeline.read_back(settings, summary)
     pipeline.record_and_publish(settings, summary)
     return settings

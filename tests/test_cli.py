@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import query, run_cli
+from conftest import canonical_dump, query, run_cli
 
 from usercounts.config import DEMO_LANDING, Settings
 from usercounts.lock import run_lock
@@ -70,6 +70,19 @@ def test_counts_for_an_unknown_plan_fails_clearly(demo_run: Path) -> None:
     result = run_cli("counts", "--plan", "nope", "--database", str(demo_run))
     assert result.returncode == 1
     assert result.stderr.strip() == f"usercounts: no plan 'nope' in {demo_run}"
+
+
+def test_a_second_run_adds_to_the_working_database_and_full_refresh_rebuilds(
+    demo_run: Path,
+) -> None:
+    before = canonical_dump(demo_run)
+    again = run_cli("run", "--database", str(demo_run), "--as-of", AS_OF)
+    assert again.returncode == 0, again.stderr
+    assert "  build: incremental" in again.stdout.splitlines()
+    rebuilt = run_cli("run", "--database", str(demo_run), "--as-of", AS_OF, "--full-refresh")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "  build: full rebuild (full refresh requested)" in rebuilt.stdout.splitlines()
+    assert canonical_dump(demo_run) == before
 
 
 def test_missing_landing_folder_is_one_line_and_publishes_nothing(

@@ -23,6 +23,9 @@ class BuildResult:
 
     statuses: dict[str, int]
     timings: list[tuple[str, float]]
+    # Whether every model was rebuilt rather than added to, and why.
+    full_refresh: bool = False
+    full_refresh_reason: str | None = None
 
 
 def dbt_home(work_path: Path) -> Path:
@@ -30,23 +33,46 @@ def dbt_home(work_path: Path) -> Path:
     return work_path.parent / f"{work_path.stem}.dbt"
 
 
-def dbt_args(
-    command: str, work_path: Path, as_of: date, *extra: str, inactive_days: int | None = None
-) -> list[str]:
-    """The dbt command line for this project, with per-database target and log folders."""
+def dbt_args(command: str, work_path: Path, *extra: str) -> list[str]:
+    """The dbt command line for this project, with per-database target and log folders.
+
+    The as-of date and N are not on it: dbt_env passes them in the environment (see
+    macros/as_of.sql), because a changed `--vars` makes dbt re-parse the whole project.
+    """
     target = dbt_home(work_path)
-    dbt_vars: dict[str, object] = {"as_of_date": as_of.isoformat()}
-    if inactive_days is not None:
-        dbt_vars["inactive_days"] = inactive_days
     return [
         command,
         "--project-dir", str(PROJECT_ROOT),
         "--profiles-dir", str(PROJECT_ROOT),
         "--target-path", str(target / "target"),
         "--log-path", str(target / "logs"),
-        "--vars", json.dumps(dbt_vars),
         *extra,
     ]  # fmt: skip
+
+
+def dbt_env(work_path: Path, as_of: date, inactive_days: int | None = None) -> dict[str, str]:
+    """The environment dbt runs in: the working database, the as-of date, N, DuckDB's memory.
+
+    The as-of date travels as USERCOUNTS_AS_OF_DATE, read only while models run, because a
+    changed `--vars` makes dbt re-parse the whole project (seconds, every night).
+    """
+    env = {
+        **os.environ,
+        "USERCOUNTS_WORK_DB": str(work_path),
+        "USERCOUNTS_AS_OF_DATE": as_of.isoformat(),
+        "USERCOUNTS_DUCKDB_MEMORY_LIMIT": os.environ.get("USERCOUNTS_DUCKDB_MEMORY_LIMIT")
+        or default_memory_limit(),
+    }
+    if inactive_days is not None:
+        env["USERCOUNTS_INACTIVE_DAYS"] = str(inactive_days)
+    return env
+
+
+def default_memory_limit() -> str:
+    """Half the machine's memory: DuckDB spills to disk beyond it (its own default is 80%,
+    which leaves too little beside two dbt threads, the run and the page cache)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return f"{max(1024, total // 2 // 2**20)}MB"
 
 
 def run_dbt(
@@ -59,9 +85,9 @@ def run_dbt(
     """
     # never read an earlier (or a killed) run's results
     (dbt_home(work_path) / "target" / "run_results.json").unlink(missing_ok=True)
-    env = {**os.environ, "USERCOUNTS_WORK_DB": str(work_path)}
+    env = dbt_env(work_path, as_of, inactive_days)
     dbt = Path(sys.executable).with_name("dbt")
-    args = dbt_args(command, work_path, as_of, *extra, inactive_days=inactive_days)
+    args = dbt_args(command, work_path, *extra)
     proc = subprocess.run(
         [str(dbt), "--quiet", "--no-use-colors", *args],
         env=env,

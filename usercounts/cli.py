@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         database=str(args.database) if args.database else None,
         as_of=args.as_of,
         outbox=str(args.outbox) if args.outbox else None,
+        full_refresh=args.full_refresh,
     )
     print(summary.to_text())
     return 0
@@ -124,7 +125,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
         written = generate_demo(args.out)
     else:
         written = generate(
-            args.out, users=args.users, seed=args.seed, fmt=args.format, months=args.months
+            args.out,
+            users=args.users,
+            seed=args.seed,
+            fmt=args.format,
+            months=args.months,
+            daily_files=args.daily_files,
         )
     total = sum(written.values())
     print(
@@ -159,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     database_option(run)
     run.add_argument("--as-of", type=_date, help="as-of date D, YYYY-MM-DD (default: today UTC)")
     run.add_argument("--outbox", type=Path, help="folder for .eml files when SMTP is not set")
+    run.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the working database from the landing folder instead of adding to it",
+    )
     run.set_defaults(func=cmd_run)
 
     counts = sub.add_parser("counts", help="the 12-month view per plan")
@@ -203,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--months", type=int, default=24)
     gen.add_argument("--format", choices=["csv", "parquet"], default="parquet")
+    gen.add_argument(
+        "--daily-files",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write the last N days of events and last-seen as one file per day",
+    )
     gen.add_argument("--demo", action="store_true", help="the small bundled demo data set")
     gen.set_defaults(func=cmd_generate)
 

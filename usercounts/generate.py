@@ -20,6 +20,7 @@ LADDER: tuple[int, ...] = (
 )  # fmt: skip
 
 DEMO_END_DATE = date(2026, 11, 20)
+ONE_DAY = timedelta(days=1)
 
 FIRST_NAMES: tuple[str, ...] = (
     "Ada", "Alan", "Amara", "Ana", "Arjun", "Ben", "Carla", "Chen", "Dario", "Dana",
@@ -619,6 +620,12 @@ _OUTPUTS: dict[str, str] = {
     """,
 }
 
+# Sources that can be split into nightly drops: (time column, the order of their rows).
+_NIGHTLY: dict[str, tuple[str, str]] = {
+    "access_events": ("occurred_at", "occurred_at, event_id"),
+    "last_seen": ("last_seen_at", "instance_id, user_id, last_seen_at"),
+}
+
 _COPY_OPTIONS = {
     "parquet": "(format parquet, compression zstd)",
     "csv": "(format csv, header true, timestampformat '%Y-%m-%dT%H:%M:%SZ')",
@@ -672,16 +679,36 @@ def _connect(
     return con
 
 
-def _write(con: duckdb.DuckDBPyConnection, out_dir: Path, fmt: str) -> dict[str, int]:
-    """COPY every source to <out_dir>/<source>/<source>_0001.<fmt>; rows written per source."""
+def _write(
+    con: duckdb.DuckDBPyConnection, out_dir: Path, fmt: str, daily_files: int = 0
+) -> dict[str, int]:
+    """COPY every source to <out_dir>/<source>/<source>_0001.<fmt>; rows written per source.
+
+    With daily_files = N, the last N days of access_events and last_seen go to one file per
+    UTC day instead (<source>_<YYYY-MM-DD>.<fmt>, sorting after _0001), as nightly drops.
+    """
     written: dict[str, int] = {}
+    end = con.execute("select getvariable('end_date')::date").fetchone()[0] + ONE_DAY
+    cutoff = end - timedelta(days=daily_files)
     for source in SOURCES:
         folder = out_dir / source
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{source}_0001.{fmt}"
-        sql = "copy (" + _OUTPUTS[source] + ") to $path " + _COPY_OPTIONS[fmt]
-        row = con.execute(sql, {"path": str(path)}).fetchone()
-        written[source] = int(row[0]) if row else 0
+        parts: list[tuple[str, str, list[object]]] = [(f"{source}_0001", _OUTPUTS[source], [])]
+        if daily_files and source in _NIGHTLY:
+            column, order = _NIGHTLY[source]
+            # column and order are our own constants; the bounds travel as parameters
+            split = f"select * from ({_OUTPUTS[source]}) where {column} >= ? and {column} < ? "  # noqa: S608
+            parts = [(f"{source}_0001", split + f"order by {order}", [date(1, 1, 1), cutoff])]
+            parts += [
+                (f"{source}_{day.isoformat()}", split + f"order by {order}", [day, day + ONE_DAY])
+                for day in (cutoff + timedelta(days=i) for i in range(daily_files))
+            ]
+        written[source] = 0
+        for stem, query, bounds in parts:
+            path = folder / f"{stem}.{fmt}"
+            sql = "copy (" + query + ") to ? " + _COPY_OPTIONS[fmt]
+            row = con.execute(sql, [*bounds, str(path)]).fetchone()
+            written[source] += int(row[0]) if row else 0
     return written
 
 
@@ -697,12 +724,15 @@ def _generated(
     end_date: date,
     months: int,
     demo: bool,
+    daily_files: int = 0,
 ) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, int]]]:
     """Run the spec and the pipeline and write the files; yield the connection for checks."""
     if fmt not in _COPY_OPTIONS:
         raise ValueError(f"fmt must be one of {sorted(_COPY_OPTIONS)}, not {fmt!r}")
     if users < 1 or orgs < 1 or months < 1:
         raise ValueError("users, orgs and months must be at least 1")
+    if not 0 <= daily_files <= 28 * months:
+        raise ValueError("daily_files must be between 0 and the days of the window")
     with tempfile.TemporaryDirectory(prefix="usercounts-generate-") as spill:
         con = _connect(
             seed=seed,
@@ -716,7 +746,7 @@ def _generated(
         try:
             con.execute(spec)
             con.execute(_PIPELINE)
-            yield con, _write(con, Path(out_dir), fmt)
+            yield con, _write(con, Path(out_dir), fmt, daily_files)
         finally:
             con.close()
 
@@ -730,8 +760,13 @@ def generate(
     fmt: str = "parquet",
     end_date: date = date(2026, 11, 20),
     months: int = 24,
+    daily_files: int = 0,
 ) -> dict[str, int]:
-    """Write a landing folder; return rows written per source."""
+    """Write a landing folder; return rows written per source.
+
+    daily_files = N writes the last N days of access_events and last_seen as one file per
+    day (nightly drops, for incremental runs and benchmarks) instead of in the main file.
+    """
     n_orgs = orgs if orgs is not None else max(1, users // 2000)
     with _generated(
         out_dir,
@@ -743,6 +778,7 @@ def generate(
         end_date=end_date,
         months=months,
         demo=False,
+        daily_files=daily_files,
     ) as (_, written):
         return written
 

@@ -5,6 +5,12 @@ the dbt staging layer with a reason instead of failing the read. Rows the CSV re
 split at all (wrong column count, bad encoding) and files that cannot be read go to
 `raw.load_rejects`. Reading is DuckDB's own CSV and Parquet readers, one file at a time,
 because the CSV reader keeps rejected rows only for single-schema scans.
+
+Loads are incremental: `raw.loaded_files` lists every file read (path, size, modification
+time) with the number of the load that read it (`_load_id` on every raw row), and a load
+reads only files it has not seen. A file that changed or disappeared, or a new file that
+sorts before one already read of a source whose winners depend on file order, cannot be
+applied on top: `landing_changes` names the reason and the run rebuilds from scratch.
 """
 
 from __future__ import annotations
@@ -37,18 +43,47 @@ SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {
     "last_seen": ("instance_id", "user_id", "last_seen_at"),
 }
 FORMATS = {".csv": "csv", ".parquet": "parquet"}
+# Sources whose rows compete by file order: the first read of an event_id counts, the last
+# file wins per user_id. A new file that sorts before one already loaded could change an
+# earlier winner, so it makes the run rebuild from scratch. (Plans, instances and org
+# admins are re-derived in full on every build; last-seen keeps the latest instant, which
+# does not depend on order.)
+ORDERED_SOURCES: tuple[str, ...] = ("access_events", "users")
 # A CSV line longer than this is rejected as a row rather than failing the whole file.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
 class LoadSummary:
-    """What one load read: rows per source, rejected rows, and the files seen."""
+    """What the working database holds after a load, and what this load added.
+
+    rows, rejected and files count everything loaded so far (what the build reads);
+    new_rows and new_files what this load read. load_id numbers this load (None: nothing new).
+    """
 
     rows: dict[str, int] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=dict)
+    new_rows: dict[str, int] = field(default_factory=dict)
+    new_files: dict[str, int] = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)
+    load_id: int | None = None
+    # Why this load started from an empty working database (None: it added to it).
+    full_reload_reason: str | None = None
+
+
+class FullReloadNeeded(Exception):
+    """The landing folder changed in a way a load on top cannot apply; the message says how."""
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """One landing file: its source, path relative to the landing folder, and format."""
+
+    source: str
+    name: str
+    path: Path
+    fmt: str
 
 
 def discover(landing: Path) -> dict[str, list[Path]]:
@@ -64,106 +99,224 @@ def discover(landing: Path) -> dict[str, list[Path]]:
 
 
 def create_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """(Re)create the raw tables: one per source plus the shared reject and file logs."""
+    """Create the raw tables when missing: one per source plus the shared reject and file logs.
+
+    They persist across runs (a load adds to them); an empty working database starts over.
+    """
     con.execute("create schema if not exists raw")
     for source, columns in SOURCE_COLUMNS.items():
         cols = ", ".join(f"{c} varchar" for c in columns)
         con.execute(
-            f"create or replace table raw.{source} ({cols}, _file_name varchar, _row_number bigint)"
+            f"create table if not exists raw.{source} "
+            f"({cols}, _file_name varchar, _row_number bigint, _load_id bigint)"
         )
     con.execute(
-        "create or replace table raw.load_rejects (source varchar, file_name varchar, "
-        "row_number bigint, reason varchar, raw_line varchar)"
+        "create table if not exists raw.load_rejects (source varchar, file_name varchar, "
+        "row_number bigint, reason varchar, raw_line varchar, _load_id bigint)"
     )
     con.execute(
-        "create or replace table raw.loaded_files (source varchar, file_name varchar, "
-        "file_format varchar, size_bytes bigint, rows_loaded bigint, rows_rejected bigint)"
+        "create table if not exists raw.loaded_files (source varchar, file_name varchar, "
+        "file_format varchar, size_bytes bigint, rows_loaded bigint, rows_rejected bigint, "
+        "mtime_ns bigint, load_id bigint)"
     )
     # Contract columns a file lacks (loaded as null); the data-quality checks read this.
     con.execute(
-        "create or replace table raw.missing_columns "
-        "(source varchar, file_name varchar, column_name varchar)"
+        "create table if not exists raw.missing_columns "
+        "(source varchar, file_name varchar, column_name varchar, _load_id bigint)"
     )
 
 
-def load_landing(con: duckdb.DuckDBPyConnection, landing: Path) -> LoadSummary:
-    """Load every landing file into raw.* (a full reload); return what was read."""
-    create_raw_schema(con)
-    summary = LoadSummary()
-    found = discover(landing)
-    pause_point("load:files")
-    for source, files in found.items():
-        summary.rows[source] = summary.rejected[source] = summary.files[source] = 0
-        for path in files:
-            fmt = FORMATS.get(path.suffix.lower())
+def landing_files(landing: Path) -> tuple[list[LandingFile], list[str]]:
+    """The readable landing files in load order, and the names of files of other formats."""
+    files, skipped = [], []
+    for source, paths in discover(landing).items():
+        for path in paths:
             name = path.relative_to(landing).as_posix()
+            fmt = FORMATS.get(path.suffix.lower())
             if fmt is None:
-                summary.skipped_files.append(name)
-                continue
-            loaded, rejected = load_file(con, source, path, name, fmt)
-            summary.rows[source] += loaded
-            summary.rejected[source] += rejected
-            summary.files[source] += 1
+                skipped.append(name)
+            else:
+                files.append(LandingFile(source, name, path, fmt))
+    return files, skipped
+
+
+def landing_changes(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> str | None:
+    """Why the loaded rows no longer match the landing folder (None: a load can add to them)."""
+    loaded = {
+        (source, name): (size, mtime)
+        for source, name, size, mtime in con.execute(
+            "select source, file_name, size_bytes, mtime_ns from raw.loaded_files"
+        ).fetchall()
+    }
+    present = {(f.source, f.name) for f in files}
+    gone = sorted(name for _, name in loaded.keys() - present)
+    if gone:
+        return f"landing file {gone[0]} was loaded before and is gone"
+    last_loaded: dict[str, str] = {}
+    for source, name in loaded:
+        last_loaded[source] = max(last_loaded.get(source, name), name)
+    for f in files:
+        if (f.source, f.name) in loaded:
+            try:
+                stat = f.path.stat()
+                now = (stat.st_size, stat.st_mtime_ns)
+            except OSError:
+                now = (None, None)
+            if loaded[(f.source, f.name)] != now:
+                return f"landing file {f.name} changed since it was loaded"
+        elif f.source in ORDERED_SOURCES and f.name < last_loaded.get(f.source, ""):
+            return (
+                f"new landing file {f.name} sorts before {last_loaded[f.source]}, "
+                "which is already loaded"
+            )
+    return None
+
+
+def load_landing(
+    con: duckdb.DuckDBPyConnection, landing: Path, *, incremental: bool = False
+) -> LoadSummary:
+    """Load the landing files not loaded yet into raw.*; return the totals and what was new.
+
+    incremental=False expects an empty working database. With incremental=True, raise
+    FullReloadNeeded (before reading anything) when the new files cannot simply be added.
+    """
+    create_raw_schema(con)
+    files, skipped = landing_files(landing)
+    if incremental:
+        reason = landing_changes(con, files)
+        if reason:
+            raise FullReloadNeeded(reason)
+    done = {
+        (source, name)
+        for source, name in con.execute("select source, file_name from raw.loaded_files").fetchall()
+    }
+    summary = LoadSummary(skipped_files=skipped)
+    summary.new_rows = dict.fromkeys(SOURCES, 0)
+    summary.new_files = dict.fromkeys(SOURCES, 0)
+    to_load = [f for f in files if (f.source, f.name) not in done]
+    if to_load:
+        previous = con.execute("select max(load_id) from raw.loaded_files").fetchone()[0]
+        summary.load_id = (previous or 0) + 1
+    pause_point("load:files")
+    for f in to_load:
+        loaded, _ = load_file(con, f.source, f.path, f.name, f.fmt, summary.load_id)
+        summary.new_rows[f.source] += loaded
+        summary.new_files[f.source] += 1
+    _count_totals(con, summary)
     return summary
 
 
+def _count_totals(con: duckdb.DuckDBPyConnection, summary: LoadSummary) -> None:
+    """Rows, rejects and files per source in the working database after the load."""
+    for source in SOURCES:
+        rows, rejected, files = con.execute(
+            "select coalesce(sum(rows_loaded), 0), coalesce(sum(rows_rejected), 0), count(*) "
+            "from raw.loaded_files where source = ?",
+            [source],
+        ).fetchone()
+        summary.rows[source] = int(rows)
+        summary.rejected[source] = int(rejected)
+        summary.files[source] = int(files)
+
+
 def load_file(
-    con: duckdb.DuckDBPyConnection, source: str, path: Path, name: str, fmt: str
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    path: Path,
+    name: str,
+    fmt: str,
+    load_id: int | None = None,
 ) -> tuple[int, int]:
-    """Load one file into raw.<source>; a file that cannot be read becomes one reject row."""
+    """Load one file into raw.<source>; a file that cannot be read becomes one reject row.
+
+    The rows and the file's line in raw.loaded_files commit together, so a run killed while
+    reading leaves either the whole file or nothing of it.
+    """
     try:
-        size = path.stat().st_size
+        # Taken before reading: a file changed while being read shows as changed next run.
+        stat = path.stat()
+        size, mtime = stat.st_size, stat.st_mtime_ns
+    except OSError:
+        size = mtime = None
+    try:
+        if size is None:
+            raise OSError(f"cannot stat {name}")
         if fmt == "csv":
-            loaded, rejected = _load_csv(con, source, path, name)
+            # Read into temporary tables first, outside the transaction: rows written inside
+            # one have provisional row ids, and the CSV line numbers are computed from them.
+            _read_csv(con, path)
+        con.begin()
+        if fmt == "csv":
+            loaded, rejected = _insert_csv(con, source, name, load_id)
         else:
-            loaded, rejected = _load_parquet(con, source, path, name)
+            loaded, rejected = _load_parquet(con, source, path, name, load_id)
     except (duckdb.Error, OSError) as exc:
-        size = None
+        if _in_transaction(con):
+            con.rollback()
+        con.begin()
         loaded, rejected = 0, 1
         reason = f"file could not be read: {_first_line(exc)}"
         con.execute(
-            "insert into raw.load_rejects values (?, ?, null, ?, null)", [source, name, reason]
+            "insert into raw.load_rejects values (?, ?, null, ?, null, ?)",
+            [source, name, reason, load_id],
         )
     con.execute(
-        "insert into raw.loaded_files values (?, ?, ?, ?, ?, ?)",
-        [source, name, fmt, size, loaded, rejected],
+        "insert into raw.loaded_files values (?, ?, ?, ?, ?, ?, ?, ?)",
+        [source, name, fmt, size, loaded, rejected, mtime, load_id],
     )
+    con.commit()
+    for temp in ("_file", "_rejects", "_reject_scans"):
+        con.execute(f"drop table if exists {temp}")
     return loaded, rejected
 
 
-def _select_list(con: duckdb.DuckDBPyConnection, source: str, table: str, name: str) -> str:
-    """Contract columns in contract order; a column the file lacks becomes null (and is noted)."""
-    present = {r[0].strip().lower(): r[0] for r in con.execute(f"describe {table}").fetchall()}
+def _in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
+    try:
+        con.execute("begin transaction")
+    except duckdb.TransactionException:
+        return True
+    con.execute("rollback")
+    return False
+
+
+def _select_list(
+    con: duckdb.DuckDBPyConnection, source: str, name: str, columns: list[str], load_id: int | None
+) -> str:
+    """Contract columns in contract order from a file's columns; one it lacks becomes null.
+
+    A lacking column is noted in raw.missing_columns, which the data-quality checks read.
+    """
+    present = {c.strip().lower(): c for c in columns}
     parts = []
     for col in SOURCE_COLUMNS[source]:
         if col in present:
-            parts.append(f'cast("{present[col]}" as varchar) as {col}')
+            quoted = present[col].replace('"', '""')
+            parts.append(f'cast("{quoted}" as varchar) as {col}')
         else:
             parts.append(f"cast(null as varchar) as {col}")
-            con.execute("insert into raw.missing_columns values (?, ?, ?)", [source, name, col])
+            con.execute(
+                "insert into raw.missing_columns values (?, ?, ?, ?)", [source, name, col, load_id]
+            )
     return ", ".join(parts)
 
 
 def _load_parquet(
-    con: duckdb.DuckDBPyConnection, source: str, path: Path, name: str
+    con: duckdb.DuckDBPyConnection, source: str, path: Path, name: str, load_id: int | None
 ) -> tuple[int, int]:
-    con.execute(
-        "create or replace temp table _file as select * from read_parquet(?, file_row_number=true)",
-        [str(path)],
-    )
-    cols = _select_list(con, source, "_file", name)
-    con.execute(
-        f"insert into raw.{source} select {cols}, ?, file_row_number + 1 from _file",  # noqa: S608
-        [name],
-    )
-    loaded = con.execute("select count(*) from _file").fetchone()[0]
-    con.execute("drop table _file")
-    return loaded, 0
+    # Straight from the file into raw: no temporary copy (Parquet row numbers are exact).
+    reader = "read_parquet(?, file_row_number=true)"
+    header = con.execute("select * from read_parquet(?) limit 0", [str(path)]).description
+    cols = _select_list(con, source, name, [d[0] for d in header], load_id)
+    row = con.execute(
+        f"insert into raw.{source} "  # noqa: S608 - fixed names; the file's columns, quoted
+        f"select {cols}, ?, file_row_number + 1, ? from {reader}",
+        [name, load_id, str(path)],
+    ).fetchone()
+    return (int(row[0]) if row else 0), 0
 
 
-def _load_csv(
-    con: duckdb.DuckDBPyConnection, source: str, path: Path, name: str
-) -> tuple[int, int]:
+def _read_csv(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Read a CSV file into the temporary tables _file (good rows) and _rejects."""
     con.execute("drop table if exists _rejects")
     con.execute("drop table if exists _reject_scans")
     # parallel=false keeps rows in file order, so each good row's line can be recovered
@@ -175,15 +328,22 @@ def _load_csv(
         "rejects_line_size_limit=200)",
         [str(path), MAX_LINE_BYTES],
     )
+
+
+def _insert_csv(
+    con: duckdb.DuckDBPyConnection, source: str, name: str, load_id: int | None
+) -> tuple[int, int]:
+    """Copy what _read_csv read into raw.<source> and raw.load_rejects."""
     # The reader reports a short row once per missing column: keep one reject per line.
     rejected = con.execute("select count(distinct line) from _rejects").fetchone()[0]
     con.execute(
         "insert into raw.load_rejects select ?, ?, line, "
-        "error_type || ': ' || error_message, left(csv_line, 200) from _rejects "
+        "error_type || ': ' || error_message, left(csv_line, 200), ? from _rejects "
         "qualify row_number() over (partition by line order by column_idx) = 1 order by line",
-        [source, name],
+        [source, name, load_id],
     )
-    cols = _select_list(con, source, "_file", name)
+    columns = [r[0] for r in con.execute("describe _file").fetchall()]
+    cols = _select_list(con, source, name, columns, load_id)
     # Line numbers count the header as line 1; rejected lines are skipped when numbering.
     con.execute(
         f"""
@@ -193,17 +353,14 @@ def _load_csv(
             from range(2, 2 + (select count(*) from _file) + ?) as r(line)
             where line not in (select line from _rejects)
         )
-        select {cols}, ?, slots.line
+        select {cols}, ?, slots.line, ?
         from (select rowid as position, * from _file) as f
         inner join slots on f.position = slots.position
         order by slots.line
         """,  # noqa: S608
-        [rejected, name],
+        [rejected, name, load_id],
     )
     loaded = con.execute("select count(*) from _file").fetchone()[0]
-    con.execute("drop table _file")
-    con.execute("drop table if exists _rejects")
-    con.execute("drop table if exists _reject_scans")
     return loaded, rejected
 
 

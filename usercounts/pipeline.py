@@ -13,10 +13,10 @@ from datetime import UTC, date, datetime
 
 import duckdb
 
-from usercounts import quality
+from usercounts import incremental, quality
 from usercounts.build import BuildResult, run_dbt
 from usercounts.config import Settings
-from usercounts.load import SOURCE_COLUMNS, LoadSummary, load_landing
+from usercounts.load import SOURCE_COLUMNS, FullReloadNeeded, LoadSummary, load_landing
 from usercounts.publish import publish
 from usercounts.state import append_quality, copy_state_into, record_quality, record_run
 
@@ -43,6 +43,8 @@ class RunSummary:
     checks: list[quality.CheckResult] = field(default_factory=list)
     quarantine_reasons: list[tuple[str, str | None, int, int]] = field(default_factory=list)
     quality_report: str | None = None
+    # "incremental", or "full rebuild (<why>)": how the working database was brought up to date.
+    build_mode: str | None = None
 
     def to_markdown(self) -> str:
         """A short table a person reads at a glance."""
@@ -53,6 +55,7 @@ class RunSummary:
             f"Plans: {self.plans}",
             f"Capacity report: `{self.report}`" if self.report else "No capacity report.",
             f"Notifications: {self.notifications_text()}",
+            *([f"Build: {self.build_mode}"] if self.build_mode else []),
             "",
             "| source | rows loaded | rows quarantined |",
             "|---|---:|---:|",
@@ -83,6 +86,7 @@ class RunSummary:
             f"usercounts: as of {self.as_of.isoformat()}: {self.plans} plans; "
             f"published {self.published or 'nothing'}",
             f"  notifications: {self.notifications_text()}",
+            *([f"  build: {self.build_mode}"] if self.build_mode else []),
             f"  rows loaded: {loaded}",
             f"  rows quarantined: {sum(quarantined.values())}{detail}",
             f"  capacity report: {self.report or 'not written'}",
@@ -104,7 +108,7 @@ class RunSummary:
 
 
 def reset_work(settings: Settings) -> None:
-    """Start from a clean working database: what a crashed run left is rebuilt from landing."""
+    """Delete the working database: the next load starts from an empty one."""
     settings.work_path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in (
         settings.work_path,
@@ -113,10 +117,29 @@ def reset_work(settings: Settings) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def load(settings: Settings) -> LoadSummary:
-    """Load the landing folder into raw.* and snapshot the state file beside it."""
+def load(settings: Settings, full_refresh: bool = False) -> LoadSummary:
+    """Load the landing files not loaded yet into raw.*, and snapshot the state file beside.
+
+    The working database is kept between runs; it is emptied first when a rebuild from
+    scratch is needed (usercounts.incremental says when). summary.full_reload_reason says why.
+    """
+    reason = incremental.reload_reason(settings.work_path, settings.landing, full_refresh)
+    incremental.mark_unfinished(settings.work_path)
+    summary: LoadSummary | None = None
+    if reason:
+        reset_work(settings)
+    else:
+        with duckdb.connect(str(settings.work_path)) as con:
+            try:
+                summary = load_landing(con, settings.landing, incremental=True)
+            except FullReloadNeeded as exc:
+                reason = str(exc)
+        if reason:
+            reset_work(settings)
     with duckdb.connect(str(settings.work_path)) as con:
-        summary = load_landing(con, settings.landing)
+        if summary is None:
+            summary = load_landing(con, settings.landing)
+        summary.full_reload_reason = reason
         copy_state_into(con, settings.state_path)
     return summary
 
@@ -131,16 +154,45 @@ def validate_marts(settings: Settings, summary: RunSummary) -> None:
     quality.validate_layer(settings, summary, "marts")
 
 
-def build(settings: Settings, as_of: date) -> BuildResult:
-    """dbt build (models and their data tests) in the working database."""
-    return run_dbt(
+def build(settings: Settings, as_of: date, full_refresh: bool = False) -> BuildResult:
+    """dbt build (models and their data tests) in the working database, then record it.
+
+    Incremental models add what was loaded since the last build; every model is rebuilt
+    when asked, on the first build, and when the as-of date is earlier than the last one.
+    """
+    incremental.mark_unfinished(settings.work_path)
+    with duckdb.connect(str(settings.work_path), read_only=True) as con:
+        last = incremental.last_build(con)
+    reason = None
+    if full_refresh:
+        reason = "full refresh requested"
+    elif last is not None and as_of < last.as_of_date:
+        reason = f"as-of date before the last build's ({last.as_of_date.isoformat()})"
+    extra = ["--full-refresh"] if reason else []
+    result = run_dbt(
         "build",
         settings.work_path,
         as_of,
         "--exclude",
         "test_type:unit",
+        *extra,
         inactive_days=settings.inactive_days,
     )
+    result.full_refresh = last is None or reason is not None
+    result.full_refresh_reason = reason if last is not None else "nothing built before"
+    with duckdb.connect(str(settings.work_path)) as con:
+        incremental.record_build(con, as_of, settings.landing, result.full_refresh)
+    incremental.clear_unfinished(settings.work_path)
+    return result
+
+
+def build_mode(loaded: LoadSummary, built: BuildResult) -> str:
+    """How the run brought the working database up to date, for the run summary."""
+    if loaded.full_reload_reason:
+        return f"full rebuild ({loaded.full_reload_reason})"
+    if built.full_refresh:
+        return f"full rebuild of the models ({built.full_refresh_reason})"
+    return "incremental"
 
 
 def read_back(settings: Settings, summary: RunSummary) -> None:

@@ -52,11 +52,11 @@ def publish(work_path: Path, published_path: Path) -> list[str]:
     wal = staging.with_name(staging.name + ".wal")
     if wal.exists():
         raise RuntimeError(f"publishing left a write-ahead log behind: {wal}")
-    _fsync(staging)
+    fsync_path(staging)
     os.chmod(staging, 0o644)
     keep_previous(published_path)
     os.replace(staging, published_path)
-    _fsync(published_path.parent)
+    fsync_path(published_path.parent)
     return [f"{s}.{t}" for s, t in tables]
 
 
@@ -83,7 +83,8 @@ def keep_previous(published_path: Path) -> None:
     os.replace(linking, previous)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file or a folder (a rename in it) to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

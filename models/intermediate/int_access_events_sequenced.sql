@@ -1,37 +1,17 @@
--- The access state machine (data-contract section 1): per (instance, user), events apply in
--- (occurred_at, event_id) order. revoke -> none, grant -> active, and invite -> active if
--- the pair was active (its latest grant/revoke so far is a grant), else invited.
+{{ config(materialized='view') }}
+-- Each access event with the pair's state before and after it (the contract's state table;
+-- macros/access_states.sql). A view: int_access_state_intervals sequences the events itself,
+-- pair by pair, so that a night recomputes only the pairs it touches.
 with
 
 events as (
     select * from {{ ref('stg_landing__access_events') }}
 ),
 
-with_latest_grant_or_revoke as (
-    select
-        *,
-        last_value(case when action <> 'invite' then action end ignore nulls) over (
-            partition by instance_id, user_id
-            order by occurred_at, event_id
-            rows between unbounded preceding and current row
-        ) as latest_grant_or_revoke
-    from events
-),
+{{ sequence_access_events('events') }},
 
 final as (
-    select
-        instance_id,
-        user_id,
-        event_id,
-        action,
-        occurred_at,
-        case
-            when action = 'revoke' then 'none'
-            when action = 'grant' then 'active'
-            when latest_grant_or_revoke = 'grant' then 'active'
-            else 'invited'
-        end as state_after
-    from with_latest_grant_or_revoke
+    select * from sequenced
 )
 
 select * from final

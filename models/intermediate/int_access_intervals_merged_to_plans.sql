@@ -1,13 +1,26 @@
+{{ config(
+    materialized='incremental',
+    unique_key=['plan_id', 'user_id', 'first_day'],
+    incremental_strategy='delete+insert',
+    pre_hook="{{ delete_changed('int_access_pairs_changed', ['user_id']) }}",
+) }}
+-- depends_on: {{ ref('int_access_pairs_changed') }}
 -- Per (plan, user): the days on which the user is counted in the plan, with its status.
 -- Day d's figure is at d + 1 day 00:00 and sees events before it, i.e. events dated <= d,
 -- so an instance span [valid_from, valid_to) counts on days date(valid_from) ..
 -- date(valid_to) - 1. A user is active in the plan on a day when active on any of its
 -- instances, invited when invited on some and active on none.
 -- last_day is null while the status lasts.
+-- Incremental: every plan of each user in int_access_pairs_changed is computed again.
 with
 
 spans as (
     select * from {{ ref('int_access_state_intervals') }}
+    {%- if is_incremental() %}
+        where user_id in (
+            select changed.user_id from {{ ref('int_access_pairs_changed') }} as changed
+        )
+    {%- endif %}
 ),
 
 instances as (
@@ -58,18 +71,27 @@ daily_deltas as (
     group by plan_id, user_id, day
 ),
 
+-- Instances the user is active / invited on, from that day and up to the day before: one
+-- sort for all four sums (the same partition and order).
 instance_counts as (
     select
         plan_id,
         user_id,
         day,
-        sum(active_delta) over by_day as active_instances,
-        sum(invited_delta) over by_day as invited_instances
+        sum(active_delta) over up_to_day as active_instances,
+        sum(invited_delta) over up_to_day as invited_instances,
+        coalesce(sum(active_delta) over before_day, 0) as active_instances_before,
+        coalesce(sum(invited_delta) over before_day, 0) as invited_instances_before
     from daily_deltas
-    window by_day as (
-        partition by plan_id, user_id order by day
-        rows between unbounded preceding and current row
-    )
+    window
+        up_to_day as (
+            partition by plan_id, user_id order by day
+            rows between unbounded preceding and current row
+        ),
+        before_day as (
+            partition by plan_id, user_id order by day
+            rows between unbounded preceding and 1 preceding
+        )
 ),
 
 statuses as (
@@ -81,15 +103,13 @@ statuses as (
             when active_instances > 0 then 'active'
             when invited_instances > 0 then 'invited'
             else 'none'
-        end as status
+        end as status,
+        case
+            when active_instances_before > 0 then 'active'
+            when invited_instances_before > 0 then 'invited'
+            else 'none'
+        end as status_before
     from instance_counts
-),
-
-status_changes as (
-    select
-        *,
-        lag(status, 1, 'none') over (partition by plan_id, user_id order by day) as status_before
-    from statuses
 ),
 
 segments as (
@@ -99,7 +119,7 @@ segments as (
         status,
         day as first_day,
         lead(day) over (partition by plan_id, user_id order by day) - 1 as last_day
-    from status_changes
+    from statuses
     where status <> status_before
 ),
 

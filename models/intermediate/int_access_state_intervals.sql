@@ -1,24 +1,32 @@
+{{ config(
+    materialized='incremental',
+    unique_key=['instance_id', 'user_id', 'valid_from'],
+    incremental_strategy='delete+insert',
+    pre_hook="{{ delete_changed('int_access_pairs_changed', ['instance_id', 'user_id']) }}",
+) }}
+-- depends_on: {{ ref('int_access_pairs_changed') }}
 -- Per (instance, user): the spans in which the pair is invited or active. A span holds for
 -- the instants t with valid_from < t <= valid_to (a count at t sees events before t);
 -- valid_to is null while it lasts. Spans that open and close at one instant are dropped.
 -- access_since is the start of the unbroken run of access the span belongs to.
+-- The states come from the state machine (macros/access_states.sql, as in
+-- int_access_events_sequenced). Incremental: the pairs in int_access_pairs_changed are
+-- deleted and computed again from their events.
 with
 
-sequenced as (
-    select * from {{ ref('int_access_events_sequenced') }}
+events as (
+    select events.*
+    from {{ ref('stg_landing__access_events') }} as events
+    {%- if is_incremental() %}
+        inner join {{ ref('int_access_pairs_changed') }} as changed
+            on events.instance_id = changed.instance_id and events.user_id = changed.user_id
+    {%- endif %}
 ),
 
-with_state_before as (
-    select
-        *,
-        lag(state_after, 1, 'none') over (
-            partition by instance_id, user_id order by occurred_at, event_id
-        ) as state_before
-    from sequenced
-),
+{{ sequence_access_events('events') }},
 
 state_changes as (
-    select * from with_state_before
+    select * from sequenced
     where state_after <> state_before
 ),
 
@@ -34,30 +42,29 @@ spans as (
     from state_changes
 ),
 
-access_spans as (
+lasting_spans as (
     select * from spans
-    where state <> 'none' and (valid_to is null or valid_to > valid_from)
+    where valid_to is null or valid_to > valid_from
 ),
 
-with_run_starts as (
+-- Access is unbroken from the end of the latest lasting span without access (or from the
+-- pair's first lasting span): same-instant changes leave no instant without access.
+with_access_since as (
     select
         *,
         coalesce(
-            lag(valid_to) over (partition by instance_id, user_id order by valid_from)
-            <> valid_from,
-            true
-        ) as starts_run
-    from access_spans
-),
-
-with_run_ids as (
-    select
-        *,
-        sum(case when starts_run then 1 else 0 end) over (
-            partition by instance_id, user_id order by valid_from
-            rows between unbounded preceding and current row
-        ) as run_id
-    from with_run_starts
+            last_value(case when state = 'none' then valid_to end ignore nulls) over (
+                partition by instance_id, user_id
+                order by valid_from
+                rows between unbounded preceding and current row
+            ),
+            first_value(valid_from) over (
+                partition by instance_id, user_id
+                order by valid_from
+                rows between unbounded preceding and current row
+            )
+        ) as access_since
+    from lasting_spans
 ),
 
 final as (
@@ -67,8 +74,9 @@ final as (
         state,
         valid_from,
         valid_to,
-        min(valid_from) over (partition by instance_id, user_id, run_id) as access_since
-    from with_run_ids
+        access_since
+    from with_access_since
+    where state <> 'none'
 )
 
 select * from final

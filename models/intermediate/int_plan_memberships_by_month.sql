@@ -1,24 +1,34 @@
+{{ config(
+    materialized='incremental',
+    unique_key=['plan_id', 'user_id', 'first_month'],
+    incremental_strategy='delete+insert',
+    pre_hook="{{ delete_changed('int_access_pairs_changed', ['user_id']) }}",
+) }}
+-- depends_on: {{ ref('int_access_pairs_changed') }}
 -- Per (plan, user): unbroken runs of months in whose closing set the user is. Month M's
 -- closing day is its last day, or D for the month of D. A run starts in the month the user
--- is added and ends in the month before the one the user is removed in.
+-- is added and ends in the month before the one the user is removed in; last_month is null
+-- while the run lasts (it reaches the month of D, whichever D: the marts apply D).
+-- Incremental: every plan of each user in int_access_pairs_changed is computed again.
 with
 
 segments as (
     select * from {{ ref('int_access_intervals_merged_to_plans') }}
-),
-
-users as (
-    select * from {{ ref('stg_landing__users') }}
+    {%- if is_incremental() %}
+        where user_id in (
+            select changed.user_id from {{ ref('int_access_pairs_changed') }} as changed
+        )
+    {%- endif %}
 ),
 
 month_ranges as (
+    -- a segment still lasting covers every month from its first
     select
         plan_id,
         user_id,
         cast(date_trunc('month', first_day) as date) as first_month,
         case
-            when last_day is null or last_day >= {{ as_of_date() }}
-                then cast(date_trunc('month', {{ as_of_date() }}) as date)
+            when last_day is null then cast('infinity' as date)
             when last_day = last_day(last_day)
                 then cast(date_trunc('month', last_day) as date)
             else cast(date_trunc('month', last_day) - interval 1 month as date)
@@ -66,14 +76,11 @@ runs as (
 
 final as (
     select
-        runs.plan_id,
-        runs.user_id,
-        runs.first_month,
-        runs.last_month,
-        -- users not in the users files are billable (is_billable defaults to true)
-        coalesce(users.is_billable, true) as is_billable
+        plan_id,
+        user_id,
+        first_month,
+        nullif(last_month, cast('infinity' as date)) as last_month
     from runs
-    left join users on runs.user_id = users.user_id
 )
 
 select * from final

@@ -1,5 +1,17 @@
+{{ config(
+    materialized='incremental',
+    unique_key=['plan_id', 'day'],
+    incremental_strategy='delete+insert',
+) }}
+-- depends_on: {{ ref('int_access_pairs_changed') }}
+-- depends_on: {{ ref('base_landing__plans') }}
 -- One row per plan and day, from the plan's first event day to the as-of date D. Day d's
 -- figures are at d + 1 day 00:00 (they see events before that instant).
+-- Incremental: a day's figures change only from the day of the earliest changed event on
+-- (int_access_pairs_changed), or from the day after the last build's as-of date for the new
+-- days; the days from there to D are computed again, carrying on from the day before. A
+-- night with new plan rows (tiers, orgs) or a moved instance recomputes every day.
+{%- set previous = previous_build() if is_incremental() else none %}
 with
 
 segments as (
@@ -22,13 +34,78 @@ plans as (
     select * from {{ ref('int_plans_as_of') }}
 ),
 
+start as (
+    -- the first day computed again (every day on a build from scratch)
+    select
+        {%- if previous is none %}
+            cast('-infinity' as date) as start_day
+        {%- else %}
+            case
+                when exists (
+                    select 1 from {{ ref('base_landing__plans') }}
+                    where load_id > {{ previous.load_id }}
+                )
+                    then cast('-infinity' as date)
+                else least(
+                    cast('{{ previous.as_of_date }}' as date) + 1,
+                    coalesce(
+                        (
+                            select cast(min(changed_from) as date)
+                            from {{ ref('int_access_pairs_changed') }}
+                        ),
+                        cast('{{ previous.as_of_date }}' as date) + 1
+                    )
+                )
+            end as start_day
+        {%- endif %}
+),
+
+carried as (
+    -- each plan's figures on the day before the start (none on a build from scratch)
+    {%- if previous is none %}
+        select
+            plan_id,
+            0 as user_count,
+            0 as invited_count
+        from plans
+        where false
+    {%- else %}
+        select
+            plan_id,
+            user_count,
+            invited_count
+        from {{ this }}
+        where day = (select start.start_day from start) - 1
+    {%- endif %}
+),
+
 first_event_days as (
     select
         instances.plan_id,
         min(cast(events.occurred_at as date)) as first_day
     from events
     inner join instances on events.instance_id = instances.instance_id
+    where events.occurred_at >= (select cast(start.start_day as timestamp) from start)
     group by instances.plan_id
+),
+
+first_days as (
+    -- plans with figures before the start carry on from it; others start at their first event
+    select
+        plan_id,
+        min(first_day) as first_day
+    from (
+        select
+            carried.plan_id,
+            start.start_day as first_day
+        from carried
+        cross join start
+
+        union all
+
+        select * from first_event_days
+    ) as plan_starts
+    group by plan_id
 ),
 
 days as (
@@ -36,7 +113,7 @@ days as (
         plan_id,
         cast(unnest(generate_series(first_day, {{ as_of_date() }}, interval 1 day)) as date)
             as day
-    from first_event_days
+    from first_days
 ),
 
 deltas as (
@@ -65,6 +142,7 @@ daily_deltas as (
         sum(user_delta) as user_delta,
         sum(invited_delta) as invited_delta
     from deltas
+    where day >= (select start.start_day from start)
     group by plan_id, day
 ),
 
@@ -82,20 +160,30 @@ running as (
     )
 ),
 
+carried_on as (
+    select
+        running.plan_id,
+        running.day,
+        coalesce(carried.user_count, 0) + running.user_count as user_count,
+        coalesce(carried.invited_count, 0) + running.invited_count as invited_count
+    from running
+    left join carried on running.plan_id = carried.plan_id
+),
+
 final as (
     select
         plans.org_id,
-        running.plan_id,
-        running.day,
-        cast(running.user_count as bigint) as user_count,
-        cast(running.invited_count as bigint) as invited_count,
+        carried_on.plan_id,
+        carried_on.day,
+        cast(carried_on.user_count as bigint) as user_count,
+        cast(carried_on.invited_count as bigint) as invited_count,
         versions.user_tier
-    from running
-    inner join plans on running.plan_id = plans.plan_id
+    from carried_on
+    inner join plans on carried_on.plan_id = plans.plan_id
     inner join versions
-        on running.plan_id = versions.plan_id
-            and versions.valid_from <= cast(running.day + 1 as timestamp)
-            and cast(running.day + 1 as timestamp) < versions.valid_to
+        on carried_on.plan_id = versions.plan_id
+            and versions.valid_from <= cast(carried_on.day + 1 as timestamp)
+            and cast(carried_on.day + 1 as timestamp) < versions.valid_to
 )
 
 select * from final

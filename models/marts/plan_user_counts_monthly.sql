@@ -11,6 +11,10 @@ memberships as (
     select * from {{ ref('int_plan_memberships_by_month') }}
 ),
 
+users as (
+    select * from {{ ref('stg_landing__users') }}
+),
+
 versions as (
     select * from {{ ref('int_plan_versions') }}
 ),
@@ -26,7 +30,19 @@ months as (
 ),
 
 -- users_added in month M: runs of membership that start in M; users_removed: runs that
--- ended in the month before M.
+-- ended in the month before M (a run still lasting has no end). Users not in the users
+-- files are billable (is_billable defaults to true).
+memberships_billable as (
+    select
+        memberships.plan_id,
+        memberships.user_id,
+        memberships.first_month,
+        memberships.last_month,
+        coalesce(users.is_billable, true) as is_billable
+    from memberships
+    left join users on memberships.user_id = users.user_id
+),
+
 movements as (
     select
         plan_id,
@@ -34,7 +50,7 @@ movements as (
         1 as added,
         0 as removed,
         case when is_billable then 1 else 0 end as billable_delta
-    from memberships
+    from memberships_billable
 
     union all
 
@@ -44,7 +60,8 @@ movements as (
         0 as added,
         1 as removed,
         case when is_billable then -1 else 0 end as billable_delta
-    from memberships
+    from memberships_billable
+    where last_month is not null
 ),
 
 monthly_movements as (

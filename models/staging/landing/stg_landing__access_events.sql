@@ -4,16 +4,7 @@ with
 
 events as (
     select * from {{ ref('base_landing__access_events') }}
-    where quarantine_reason is null
-),
-
-deduplicated as (
-    select
-        *,
-        row_number() over (
-            partition by event_id order by file_name, row_number
-        ) as occurrence
-    from events
+    where is_first_read
 ),
 
 final as (
@@ -25,8 +16,8 @@ final as (
         occurred_at,
         file_name,
         row_number
-    from deduplicated
-    where occurrence = 1 and occurred_at < {{ as_of_instant() }}
+    from events
+    where occurred_at < {{ as_of_instant() }}
 )
 
 select * from final

@@ -1,9 +1,20 @@
--- One row per user: the latest file wins per user_id (data-contract section 1).
+{{ config(
+    materialized='incremental',
+    unique_key='user_id',
+    incremental_strategy='delete+insert',
+) }}
+-- One row per user: the latest file wins per user_id (data-contract section 1). A table kept
+-- incrementally: users in the rows loaded since the last build are replaced by their latest
+-- row among those (a newly loaded file sorts after every file loaded before, or the run
+-- rebuilds from scratch).
 with
 
 users as (
     select * from {{ ref('base_landing__users') }}
     where quarantine_reason is null
+    {%- if is_incremental() %}
+        and load_id > {{ previous_load_id() }}
+    {%- endif %}
 ),
 
 deduplicated as (

@@ -11,7 +11,8 @@ parsed as (
         trim(instance_name) as instance_name,
         trim(site_url) as site_url,
         _file_name as file_name,
-        _row_number as row_number
+        _row_number as row_number,
+        _load_id as load_id
     from source
 ),
 

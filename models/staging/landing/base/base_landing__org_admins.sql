@@ -10,7 +10,8 @@ parsed as (
         trim(email) as email,
         trim(display_name) as display_name,
         _file_name as file_name,
-        _row_number as row_number
+        _row_number as row_number,
+        _load_id as load_id
     from source
 ),
 

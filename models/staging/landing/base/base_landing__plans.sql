@@ -19,7 +19,8 @@ parsed as (
         {{ parse_timestamp('updated_at') }} as updated_at,
         updated_at as updated_at_text,
         _file_name as file_name,
-        _row_number as row_number
+        _row_number as row_number,
+        _load_id as load_id
     from source
 ),
 

@@ -1,7 +1,17 @@
+{{ config(
+    materialized='incremental',
+    unique_key=['file_name', 'row_number'],
+    incremental_strategy='delete+insert',
+) }}
+-- Every users row as read, typed, with the reason it is quarantined (null: usable).
+-- A table kept incrementally: each build parses only the rows loaded since the last one.
 with
 
 source as (
     select * from {{ source('raw', 'users') }}
+    {% if is_incremental() -%}
+        where _load_id > {{ previous_load_id() }}
+    {%- endif %}
 ),
 
 parsed as (
@@ -13,7 +23,8 @@ parsed as (
         {{ parse_boolean('is_billable') }} as is_billable,
         is_billable as is_billable_text,
         _file_name as file_name,
-        _row_number as row_number
+        _row_number as row_number,
+        _load_id as load_id
     from source
 ),
 

@@ -1,0 +1,515 @@
+"""usercounts benchmark: the nightly run at scale, and a hand-written DuckDB baseline.
+
+Run from the repository root (a script that prints figures, never a timed test):
+
+    PYTHONPATH=$PWD .venv/bin/python bench/run_bench.py                  # 100k and 1M users
+    PYTHONPATH=$PWD .venv/bin/python bench/run_bench.py --users 10000000 # opt-in: 10M users
+    PYTHONPATH=$PWD .venv/bin/python bench/run_bench.py --users 1000000 --out bench/data/1m.md
+
+For each size it generates a landing folder once (Parquet, 24 months, cached in
+bench/data/users-N/source), the last --nights days as one file per day, and then:
+
+1. first run: every step of the nightly run from an empty working database, as-of the day
+   before the first nightly file (the pipeline's own step functions, each timed);
+2. baseline: bench/baseline.sql computes the month-end closing balances straight from the
+   same landing files; they must equal marts.plan_user_counts_monthly (or the run fails);
+3. nights: each adds one day of access events and last-seen files, as-of that day
+   (incremental), then an empty night (no new files, as-of the next day);
+4. the baseline again on the final landing folder, compared with the incremental warehouse;
+5. the real flow once (`usercounts run`, Prefect's temporary server, PREFECT_HOME kept in
+   bench/data/prefect-home) for another empty night: what Prefect adds to a run; with
+   --prefect-server once more against a `prefect server start` the bench runs meanwhile.
+
+Reported per run: wall time per step (steps this branch does not have are named), CPU
+seconds, peak memory (the process tree's resident memory, sampled every 50 ms, dbt's child
+process included), rows per second, and the ratio "our dbt build / baseline".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from usercounts import pipeline  # noqa: E402
+from usercounts.config import SOURCES, Settings, quiet_tool_defaults  # noqa: E402
+from usercounts.generate import generate  # noqa: E402
+
+DATA = ROOT / "bench" / "data"
+BASELINE_SQL = ROOT / "bench" / "baseline.sql"
+END_DATE = date(2026, 11, 20)  # the generator's last day
+# The models on the path from the landing rows to the month-end closing balances: what the
+# baseline computes (the rest of the build validates, keeps daily history, last-seen, tests).
+COUNT_PATH = (
+    "base_landing__access_events",
+    "int_access_pairs_changed",
+    "int_access_state_intervals",
+    "int_access_intervals_merged_to_plans",
+    "int_plan_memberships_by_month",
+    "plan_user_counts_daily",
+    "plan_user_counts_monthly",
+)
+# The steps of a nightly run, in order, with the attribute that runs each (None: built in).
+OPTIONAL_STEPS = {
+    "quality checks (raw)": ("usercounts.pipeline", "validate_raw"),
+    "quality checks (marts)": ("usercounts.pipeline", "validate_marts"),
+    "notify": ("usercounts.notify", "notify_or_raise"),
+    "report": ("usercounts.report", "write_report"),
+}
+
+
+class TreeMemory:
+    """Peak resident memory of this process and all its descendants, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(os.getpid()))
+            self._stop.wait(self.interval)
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of a process and its descendants (from /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(fields[1])
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return total
+
+
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+@dataclass
+class Run:
+    """What one run (a first build or a night) cost."""
+
+    label: str
+    as_of: date
+    steps: dict[str, float] = field(default_factory=dict)
+    wall: float = 0.0
+    cpu: float = 0.0
+    peak_rss: int = 0
+    new_rows: int = 0
+    new_events: int = 0
+    build_mode: str = ""
+    slowest_models: list[tuple[str, float]] = field(default_factory=list)
+    count_path: float = 0.0
+
+
+def machine() -> dict[str, str]:
+    """The machine the figures were measured on."""
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    from importlib.metadata import version
+
+    return {
+        "cpus (nproc)": str(os.cpu_count()),
+        "memory": f"{mem_kib / 2**20:.1f} GiB",
+        "cpu model": model,
+        "python": platform.python_version(),
+        "duckdb": version("duckdb"),
+        "dbt-core / dbt-duckdb": f"{version('dbt-core')} / {version('dbt-duckdb')}",
+        "prefect": version("prefect"),
+    }
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def source_folder(users: int, nights: int, seed: int) -> Path:
+    """The generated landing data for a size, generated once and kept."""
+    folder = DATA / f"users-{users}" / "source"
+    stamp = folder / ".generated.json"
+    wanted = {"users": users, "daily_files": nights, "seed": seed, "end": str(END_DATE)}
+    if stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
+    written = generate(folder, users=users, seed=seed, end_date=END_DATE, daily_files=nights)
+    print(
+        f"  generated {sum(written.values()):,} rows in {time.perf_counter() - started:.1f}s "
+        f"({written['access_events']:,} access events)",
+        flush=True,
+    )
+    stamp.write_text(json.dumps(wanted))
+    return folder
+
+
+def link(source: Path, landing: Path, name_of: Callable[[str], str]) -> None:
+    """Put one file per source into the landing folder (as a symlink: no copy)."""
+    for src in SOURCES:
+        target = source / src / name_of(src)
+        if target.exists():
+            (landing / src).mkdir(parents=True, exist_ok=True)
+            (landing / src / target.name).symlink_to(target)
+
+
+def optional_step(name: str) -> Callable[..., Any] | None:
+    """A step another part of the project adds (None when this checkout does not have it)."""
+    module_name, attribute = OPTIONAL_STEPS[name]
+    try:
+        module = __import__(module_name, fromlist=[attribute])
+    except ImportError:
+        return None
+    # An editable install can resolve a module from another checkout: only this one counts.
+    if not Path(module.__file__ or "").resolve().is_relative_to(ROOT):
+        return None
+    return getattr(module, attribute, None)
+
+
+def run_steps(settings: Settings, as_of: date, label: str) -> Run:
+    """One run through the pipeline's step functions, each timed, as the nightly flow runs them."""
+    run = Run(label=label, as_of=as_of)
+    summary = pipeline.RunSummary(as_of=as_of)
+    cpu0, started = cpu_seconds(), time.perf_counter()
+
+    def timed(step: str, call: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        result = call()
+        run.steps[step] = time.perf_counter() - t0
+        return result
+
+    with TreeMemory() as memory:
+        loaded = timed("load", lambda: pipeline.load(settings))
+        summary.rows_loaded = dict(loaded.rows)
+        check = optional_step("quality checks (raw)")
+        if check:
+            timed("quality checks (raw)", lambda: check(settings, summary))
+        built = timed("dbt build", lambda: pipeline.build(settings, as_of))
+        summary.build_mode = pipeline.build_mode(loaded, built)
+        pipeline.read_back(settings, summary)
+        check = optional_step("quality checks (marts)")
+        if check:
+            timed("quality checks (marts)", lambda: check(settings, summary))
+        notify = optional_step("notify")
+        if notify:
+            since = datetime.now(UTC).replace(tzinfo=None)
+            timed("notify", lambda: notify(settings, as_of, since))
+        timed("publish", lambda: pipeline.record_and_publish(settings, summary))
+        report = optional_step("report")
+        if report:
+            timed("report", lambda: report(settings.published_path, settings.reports_path))
+    run.wall = time.perf_counter() - started
+    run.cpu = cpu_seconds() - cpu0
+    run.peak_rss = memory.peak
+    run.new_rows = sum(loaded.new_rows.values())
+    run.new_events = loaded.new_rows.get("access_events", 0)
+    run.build_mode = summary.build_mode or ""
+    # models only: data tests are named by a 10-digit hash
+    run.slowest_models = [t for t in built.timings if not re.fullmatch("[0-9a-f]{10}", t[0])][:6]
+    run.count_path = sum(secs for name, secs in built.timings if name in COUNT_PATH)
+    return run
+
+
+def baseline(landing: Path, as_of: date, warehouse: Path) -> tuple[float, int, int]:
+    """Run the hand-written baseline; return (seconds, peak bytes, month rows that differ)."""
+    files = {
+        "plans": sorted(str(p) for p in (landing / "plans").glob("*.parquet")),
+        "instances": sorted(str(p) for p in (landing / "instances").glob("*.parquet")),
+        "events": sorted(str(p) for p in (landing / "access_events").glob("*.parquet")),
+        "as_of_date": as_of.isoformat(),
+    }
+    con = duckdb.connect()
+    try:
+        con.execute("set timezone = 'UTC'")
+        con.execute("set enable_progress_bar = false")
+        with TreeMemory() as memory:
+            started = time.perf_counter()
+            con.execute(BASELINE_SQL.read_text(), files)
+            seconds = time.perf_counter() - started
+        con.execute("attach ? as warehouse (read_only)", [str(warehouse)])
+        differing, months = con.execute("""
+            select
+                count(*) filter (
+                    where coalesce(m.closing_balance, 0) <> coalesce(b.closing_balance, 0)
+                ),
+                count(*)
+            from warehouse.marts.plan_user_counts_monthly as m
+            full join baseline_closing_balances as b
+                on m.plan_id = b.plan_id and m.month = b.month
+        """).fetchone()
+    finally:
+        con.close()
+    if months == 0:
+        raise SystemExit("benchmark is wrong: no monthly rows to compare")
+    return seconds, memory.peak, int(differing)
+
+
+def flow_run(
+    settings: Settings, as_of: date, api_url: str | None = None
+) -> tuple[float, dict[str, float], int]:
+    """`usercounts run` as an operator runs it: (wall seconds, its step times, peak bytes).
+
+    api_url None: the temporary Prefect server a plain `usercounts run` starts.
+    """
+    env = {**os.environ, "PREFECT_HOME": str(DATA / "prefect-home"), "PYTHONPATH": str(ROOT)}
+    env.pop("PREFECT_API_URL", None)
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    command = [
+        str(Path(sys.executable).with_name("usercounts")), "run",
+        "--landing", str(settings.landing), "--database", str(settings.published_path),
+        "--as-of", as_of.isoformat(),
+    ]  # fmt: skip
+    with TreeMemory() as memory:
+        started = time.perf_counter()
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"usercounts run failed: {proc.stderr.strip()[-500:]}")
+    steps: dict[str, float] = {}
+    for line in proc.stdout.splitlines():
+        if line.strip().startswith("time:"):
+            for part in line.split(":", 1)[1].split(","):
+                name, _, secs = part.strip().rpartition(" ")
+                steps[name] = float(secs.rstrip("s"))
+    return wall, steps, memory.peak
+
+
+class PrefectServer:
+    """A real Prefect server (`prefect server start`) for the runs inside the block."""
+
+    def __init__(self, port: int = 4299) -> None:
+        self.url = f"http://127.0.0.1:{port}/api"
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> PrefectServer:
+        import urllib.request
+
+        env = {**os.environ, "PREFECT_HOME": str(DATA / "prefect-home")}
+        prefect = str(Path(sys.executable).with_name("prefect"))
+        self.proc = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise SystemExit("prefect server did not start within 120 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def bench_size(
+    users: int, nights: int, seed: int, with_flow: bool, server: PrefectServer | None
+) -> dict[str, Any]:
+    """Every measurement for one size."""
+    print(f"\n== {users:,} users (load average {load_average()})", flush=True)
+    source = source_folder(users, nights, seed)
+    work = DATA / f"users-{users}" / "run"
+    shutil.rmtree(work, ignore_errors=True)
+    landing, home = work / "landing", work / "home"
+    first_day = END_DATE - timedelta(days=nights - 1)  # the first nightly file's day
+    link(source, landing, lambda s: f"{s}_0001.parquet")
+    settings = Settings(landing=landing, database=home / "warehouse.duckdb")
+
+    runs = [run_steps(settings, first_day - timedelta(days=1), "first run (full build)")]
+    print(f"  {runs[0].label}: {runs[0].wall:.1f}s", flush=True)
+    base_full = baseline(landing, runs[0].as_of, settings.published_path)
+    print(f"  baseline: {base_full[0]:.1f}s, {base_full[2]} month rows differ", flush=True)
+    for n in range(nights):
+        day = first_day + timedelta(days=n)
+        link(source, landing, lambda s, day=day: f"{s}_{day.isoformat()}.parquet")
+        runs.append(run_steps(settings, day, f"night {n + 1} (+1 day of events)"))
+        print(f"  {runs[-1].label}: {runs[-1].wall:.1f}s ({runs[-1].build_mode})", flush=True)
+    empty_day = first_day + timedelta(days=nights)
+    runs.append(run_steps(settings, empty_day, "empty night (no new files)"))
+    print(f"  {runs[-1].label}: {runs[-1].wall:.1f}s ({runs[-1].build_mode})", flush=True)
+    base_last = baseline(landing, empty_day, settings.published_path)
+    print(f"  baseline after the nights: {base_last[0]:.1f}s, {base_last[2]} differ", flush=True)
+    flow = flow_run(settings, empty_day + timedelta(days=1)) if with_flow else None
+    if flow:
+        print(f"  usercounts run (Prefect flow), empty night: {flow[0]:.1f}s", flush=True)
+    served = flow_run(settings, empty_day + timedelta(days=2), server.url) if server else None
+    if served:
+        print(f"  usercounts run against a running server: {served[0]:.1f}s", flush=True)
+    if base_full[2] or base_last[2]:
+        raise SystemExit("benchmark is wrong: baseline balances differ from the marts")
+    with duckdb.connect(str(settings.published_path), read_only=True) as con:
+        events = con.execute("select count(*) from marts.user_last_seen").fetchone()[0]
+    return {
+        "users": users,
+        "runs": runs,
+        "baseline_full": base_full,
+        "baseline_last": base_last,
+        "flow": flow,
+        "served": served,
+        "access_rows_at_end": events,
+        "loaded_events": sum(r.new_events for r in runs),
+        "load_average_end": load_average(),
+    }
+
+
+def report(results: list[dict[str, Any]], info: dict[str, str], started_load: str) -> str:
+    """The figures as Markdown (pasted into BENCHMARKS.md)."""
+    steps = ["load", *list(OPTIONAL_STEPS)[:2], "dbt build", "notify", "publish", "report"]
+    lines = ["### Machine", ""]
+    lines += [f"- {k}: {v}" for k, v in info.items()]
+    lines += [f"- load average at start: {started_load} (other work on the machine)", ""]
+    for res in results:
+        runs: list[Run] = res["runs"]
+        full, night = runs[0], runs[1] if len(runs) > 2 else None
+        empty = runs[-1]
+        lines += [f"### {res['users']:,} users ({res['loaded_events']:,} access events)", ""]
+        header = "| run | " + " | ".join(steps) + " | wall | CPU s | peak RSS | rows/s |"
+        lines += [header, "|---" * (len(steps) + 5) + "|"]
+        for run in runs:
+            cells = [f"{run.steps[s]:.1f}" if s in run.steps else "not built yet" for s in steps]
+            rate = run.new_rows / run.wall if run.wall else 0
+            lines.append(
+                f"| {run.label} | " + " | ".join(cells) + f" | {run.wall:.1f} | {run.cpu:.1f} | "
+                f"{gib(run.peak_rss)} | {rate:,.0f} |"
+            )
+        base_secs, base_peak, _ = res["baseline_full"]
+        lines += [
+            "",
+            f"- build modes: {', '.join(sorted({r.build_mode for r in runs}))}",
+            f"- baseline (bench/baseline.sql) on the first run's files: {base_secs:.1f}s, "
+            f"peak {gib(base_peak)}; closing balances equal marts.plan_user_counts_monthly",
+            f"- baseline on the last night's files: {res['baseline_last'][0]:.1f}s; equal to "
+            "the incrementally built marts",
+            f"- our dbt build / baseline: first run "
+            f"{full.steps['dbt build'] / base_secs:.2f}"
+            + (
+                f", night {night.steps['dbt build'] / res['baseline_last'][0]:.2f}" if night else ""
+            ),
+            "- a night / the first run (wall): "
+            + (f"{night.wall / full.wall:.0%}" if night else "n/a")
+            + f"; empty night / first run: {empty.wall / full.wall:.0%}",
+            "- slowest models, first run: "
+            + ", ".join(f"{n} {s:.1f}s" for n, s in full.slowest_models),
+        ]
+        if night:
+            lines.append(
+                "- slowest models, night 1: "
+                + ", ".join(f"{n} {s:.1f}s" for n, s in night.slowest_models)
+            )
+        for key, how in (("flow", "temporary server"), ("served", "a running server")):
+            if res[key]:
+                wall, flow_steps, peak = res[key]
+                inside = sum(flow_steps.values())
+                lines.append(
+                    f"- `usercounts run` (Prefect flow, {how}), empty night: {wall:.1f}s "
+                    f"wall, of which steps {inside:.1f}s ("
+                    + ", ".join(f"{k} {v:.1f}s" for k, v in flow_steps.items())
+                    + f"); Prefect and process start {wall - inside:.1f}s; peak {gib(peak)}"
+                )
+        lines += [f"- load average at the end: {res['load_average_end']}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--nights", type=int, default=2, help="incremental nights (default 2)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-flow", action="store_true", help="skip the `usercounts run` run")
+    parser.add_argument(
+        "--prefect-server",
+        action="store_true",
+        help="also run `usercounts run` against a `prefect server start` the bench starts",
+    )
+    parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    args = parser.parse_args(argv)
+    if args.nights < 1:
+        parser.error("--nights must be at least 1")
+    quiet_tool_defaults()
+    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+        # As installed by dev.sh (bytecode compiled): dbt and Prefect import in about half the
+        # time. Without it every run compiles their modules again (about +1.5 s per process).
+        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(DATA / "pycache"))
+        print(f"bytecode cached in {os.environ['PYTHONPYCACHEPREFIX']}", flush=True)
+    info, started_load = machine(), load_average()
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(PrefectServer()) if args.prefect_server else None
+        results = [
+            bench_size(n, args.nights, args.seed, not args.no_flow, server) for n in args.users
+        ]
+    text = report(results, info, started_load)
+    print("\n" + text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

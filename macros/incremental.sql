@@ -1,0 +1,58 @@
+{#- Incremental builds. The run appends a row to raw.builds after each successful build
+    (usercounts/incremental.py); an incremental model adds what changed since that build:
+    rows loaded since (load_id > its load_id) and events the new as-of instant uncovers
+    (at or after its as-of instant). The run rebuilds from scratch whenever adding could
+    differ from rebuilding (docs/operations.md), so incremental models may assume that
+    rows are only ever added, that a new row never wins over an older one of the same key
+    (first read per event_id) and that the as-of date never goes back. -#}
+
+{#- The last successful build: {'load_id': N, 'as_of_date': 'YYYY-MM-DD'}, or none when
+    this build starts from scratch (no build yet, or dbt --full-refresh). Only `dbt build`
+    and `dbt run` read it: compiling (sqlfluff, dbt compile) shows the full-build SQL and
+    needs no database. -#}
+{% macro previous_build() %}
+    {%- if not execute or flags.FULL_REFRESH or flags.WHICH not in ('build', 'run') -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set builds = adapter.get_relation(
+        database=target.database, schema='raw', identifier='builds'
+    ) -%}
+    {%- if builds is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set result = run_query(
+        'select coalesce(load_id, 0), cast(as_of_date as varchar) from '
+        ~ builds ~ ' order by build_number desc limit 1'
+    ) -%}
+    {%- if result.rows | length == 0 -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set build = {'load_id': result.rows[0][0] | int, 'as_of_date': result.rows[0][1]} -%}
+    {%- if build.as_of_date > as_of_date_text() -%}
+        {{ exceptions.raise_compiler_error(
+            'as-of date ' ~ as_of_date_text() ~ ' is before the last build\'s ('
+            ~ build.as_of_date ~ '): build with --full-refresh'
+        ) }}
+    {%- endif -%}
+    {{ return(build) }}
+{% endmacro %}
+
+{#- The load_id of the last build (rows with a larger one are new), or -1 on a full build. -#}
+{% macro previous_load_id() -%}
+    {%- set build = previous_build() -%}
+    {{- build.load_id if build else -1 -}}
+{%- endmacro %}
+
+{#- A pre-hook for models that recompute a group of rows at a time (a pair's spans, a user's
+    segments): delete the groups listed in `changes` before delete+insert adds them again,
+    so that a group whose rows all went away loses them too. -#}
+{% macro delete_changed(changes, columns) -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }}
+        where ({{ columns | join(', ') }}) in (
+            select ({{ columns | join(', ') }}) from {{ ref(changes) }}
+        )
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}

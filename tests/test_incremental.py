@@ -1,0 +1,248 @@
+"""Incremental nights give the marts a rebuild from scratch gives, whatever the night brings.
+
+One warehouse is brought up to date night after night (the nightly flow's way); another is
+rebuilt from scratch from the same landing folder at the same as-of date. Their marts and
+quarantine tables must be equal, and a few figures are checked against hand-worked values.
+
+Night 1 (D1 = 2025-01-31) loads plans P1, P2; instances I1, I2 (P1) and I3 (P2); users u1..u5
+(u3 not billable) and the January events (e7, dated after D1, is already in the file).
+Night 2 (D2 = 2025-02-28) brings a new events file with e8 (a revoke), a duplicate of e2 (a
+different user on I3: must be ignored, the first read wins), e9 dated in January (late) and
+e10 dated in March (after D2); a late instances file that declares I4 (events since
+January) and moves I2 from P1 to P2; and a users file that makes u1 not billable.
+Night 3 (D3 = 2025-03-31) brings nothing new but moves the as-of date (e10 appears).
+
+At A = 2025-04-01: I1 has u1 revoked (e8), u2 invited (e2), u5 revoked (e7); I2 has u2
+active (e3) and u1 invited (e9); I3 has u3 and u5 (e10) active; I4 has u4 active (e5).
+So P1 = {u2} (invited), P2 = {u1 (invited), u2, u3, u4, u5}, billable 3 (u1, u3 are not).
+Month ends: P1 Jan {u1, u2, u5}, Feb {u2}, Mar {u2}; P2 Jan {u1, u2, u3, u4}, Feb the same,
+Mar + u5. (I2 counts in P2 for the whole history: a plan's instances are as declared now.)
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+from conftest import Landing, build_warehouse, canonical_dump, query
+from test_counting_rules import ev
+
+from usercounts import incremental, pipeline
+from usercounts.load import landing_changes, landing_files
+
+D1, D2, D3 = date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31)
+
+
+def night_1(landing: Landing) -> None:
+    landing.write("plans", [landing.plan("P1", 10), landing.plan("P2", 10)], name="p_1.csv")
+    landing.write(
+        "instances",
+        [
+            {"instance_id": "I1", "plan_id": "P1"},
+            {"instance_id": "I2", "plan_id": "P1"},
+            {"instance_id": "I3", "plan_id": "P2"},
+        ],
+        name="i_1.csv",
+    )
+    landing.write(
+        "users",
+        [
+            {"user_id": f"u{n}", "account_type": "atlassian", "is_billable": n != 3}
+            for n in range(1, 6)
+        ],
+        name="u_1.csv",
+    )
+    landing.write(
+        "access_events",
+        [
+            ev("e1", "2025-01-05T09:00:00Z", "I1", "u1", "grant"),
+            ev("e2", "2025-01-06T09:00:00Z", "I1", "u2", "invite"),
+            ev("e3", "2025-01-07T09:00:00Z", "I2", "u2", "grant"),
+            ev("e4", "2025-01-10T09:00:00Z", "I3", "u3", "grant"),
+            ev("e5", "2025-01-20T09:00:00Z", "I4", "u4", "grant"),
+            ev("e6", "2025-01-25T09:00:00Z", "I1", "u5", "grant"),
+            ev("e7", "2025-02-03T09:00:00Z", "I1", "u5", "revoke"),
+        ],
+        name="ev_2025-01.csv",
+    )
+    landing.write("last_seen", [], name="ls_1.csv")
+
+
+def night_2(landing: Landing) -> None:
+    landing.write(
+        "access_events",
+        [
+            ev("e8", "2025-02-10T09:00:00Z", "I1", "u1", "revoke"),
+            ev("e2", "2025-02-11T09:00:00Z", "I3", "u6", "grant"),
+            ev("e9", "2025-01-15T09:00:00Z", "I2", "u1", "invite"),
+            ev("e10", "2025-03-05T09:00:00Z", "I3", "u5", "grant"),
+        ],
+        name="ev_2025-02.parquet",
+        fmt="parquet",
+    )
+    landing.write(
+        "instances",
+        [{"instance_id": "I4", "plan_id": "P2"}, {"instance_id": "I2", "plan_id": "P2"}],
+        name="i_2.csv",
+    )
+    landing.write(
+        "users",
+        [{"user_id": "u1", "account_type": "atlassian", "is_billable": "false"}],
+        name="u_2.csv",
+    )
+    landing.write(
+        "last_seen",
+        [{"instance_id": "I3", "user_id": "u3", "last_seen_at": "2025-02-20T10:00:00Z"}],
+        name="ls_2.csv",
+    )
+
+
+def night_with_events(nights: dict, name: str, events: list[dict[str, str]]) -> bool:
+    """A night at D3 that brings one events file; True when it rebuilt from scratch.
+
+    Also checks that its marts equal a rebuild from scratch of the same landing folder.
+    """
+    settings = nights["settings"]
+    nights["landing"].write("access_events", events, name=name)
+    build_warehouse(settings.landing, settings.home, D3)
+    rebuilt = build_warehouse(settings.landing, settings.home.parent / f"scratch_{name}", D3)
+    assert canonical_dump(settings.published_path) == canonical_dump(rebuilt.published_path)
+    return builds(settings.home)[-1][1]
+
+
+def builds(settings_home: Path) -> list[tuple[date, bool]]:
+    """(as-of date, rebuilt from scratch) of every build recorded in a working database."""
+    work = settings_home / ".warehouse.work.duckdb"
+    with duckdb.connect(str(work), read_only=True) as con:
+        return con.execute(
+            "select as_of_date, full_refresh from raw.builds order by build_number"
+        ).fetchall()
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Nights 1-3 built incrementally, and rebuilds from scratch at D2 and D3."""
+    root = tmp_path_factory.mktemp("incremental")
+    landing = Landing(root / "landing")
+    nightly, scratch = root / "nightly", root / "scratch"
+
+    night_1(landing)
+    build_warehouse(landing.root, nightly, D1)
+    night_2(landing)
+    settings = build_warehouse(landing.root, nightly, D2)
+    after_2 = canonical_dump(settings.published_path)
+    rebuilt = build_warehouse(landing.root, scratch, D2, full_refresh=True)
+    scratch_2 = canonical_dump(rebuilt.published_path)
+    build_warehouse(landing.root, nightly, D3)
+    after_3 = canonical_dump(settings.published_path)
+    build_warehouse(landing.root, scratch, D3, full_refresh=True)
+    scratch_3 = canonical_dump(rebuilt.published_path)
+    return {
+        "landing": landing,
+        "settings": settings,
+        "after_2": after_2,
+        "scratch_2": scratch_2,
+        "after_3": after_3,
+        "scratch_3": scratch_3,
+        "builds_after_3": builds(nightly),
+    }
+
+
+def test_nights_2_and_3_were_incremental(nights: dict) -> None:
+    assert nights["builds_after_3"] == [(D1, True), (D2, False), (D3, False)]
+
+
+def test_a_night_with_a_late_instance_and_a_duplicate_equals_a_rebuild(nights: dict) -> None:
+    assert nights["after_2"] == nights["scratch_2"]
+
+
+def test_a_night_with_no_new_files_equals_a_rebuild(nights: dict) -> None:
+    assert nights["after_3"] == nights["scratch_3"]
+
+
+def test_hand_worked_figures(nights: dict) -> None:
+    published = nights["settings"].published_path
+    current = query(
+        published,
+        "select plan_id, user_count, invited_count, billable_count "
+        "from marts.plan_user_counts_current order by plan_id",
+    )
+    assert current == [("P1", 1, 1, 1), ("P2", 5, 1, 3)]
+    monthly = query(
+        published,
+        "select plan_id, strftime(month, '%m'), closing_balance "
+        "from marts.plan_user_counts_monthly order by plan_id, month",
+    )
+    assert monthly == [
+        ("P1", "01", 3), ("P1", "02", 1), ("P1", "03", 1),
+        ("P2", "01", 4), ("P2", "02", 4), ("P2", "03", 5),
+    ]  # fmt: skip
+    # The duplicate of e2 (u6 on I3) is not an event of its own.
+    assert query(published, "select count(*) from marts.user_last_seen where user_id = 'u6'") == [
+        (0,)
+    ]
+
+
+def test_an_earlier_as_of_date_rebuilds_the_models(nights: dict) -> None:
+    settings = nights["settings"]
+    build_warehouse(settings.landing, settings.home, D2)
+    assert canonical_dump(settings.published_path) == nights["scratch_2"]
+    assert builds(settings.home)[-1] == (D2, True)
+    build_warehouse(settings.landing, settings.home, D3)
+    assert canonical_dump(settings.published_path) == nights["scratch_3"]
+
+
+def test_a_changed_landing_file_rebuilds_from_scratch(nights: dict) -> None:
+    settings = nights["settings"]
+    users = nights["landing"].root / "users" / "u_1.csv"
+    stat = users.stat()
+    os.utime(users, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    with duckdb.connect(str(settings.work_path), read_only=True) as con:
+        reason = landing_changes(con, landing_files(settings.landing)[0])
+    assert reason == "landing file users/u_1.csv changed since it was loaded"
+    build_warehouse(settings.landing, settings.home, D3)
+    assert builds(settings.home) == [(D3, True)]
+    assert canonical_dump(settings.published_path) == nights["scratch_3"]
+
+
+def test_a_run_that_did_not_finish_makes_the_next_rebuild(nights: dict) -> None:
+    settings = nights["settings"]
+    # A run is killed after loading, with an incremental table half updated.
+    pipeline.load(settings)
+    with duckdb.connect(str(settings.work_path)) as con:
+        con.execute("delete from intermediate.int_access_state_intervals where user_id = 'u2'")
+    assert incremental.marker_path(settings.work_path).exists()
+    assert (
+        incremental.reload_reason(settings.work_path, settings.landing, False)
+        == "the previous run did not finish"
+    )
+    build_warehouse(settings.landing, settings.home, D3)
+    assert builds(settings.home) == [(D3, True)]
+    assert not incremental.marker_path(settings.work_path).exists()
+    assert canonical_dump(settings.published_path) == nights["scratch_3"]
+
+
+def test_a_night_with_only_a_late_event_recomputes_from_its_day(nights: dict) -> None:
+    # Dated February 20 (before the last build's as-of date), in a file read after the others:
+    # u2, invited on I1, is active there from that day.
+    late = [ev("e11", "2025-02-20T09:00:00Z", "I1", "u2", "grant")]
+    assert night_with_events(nights, "ev_2025-03.csv", late) is False
+    invited = query(
+        nights["settings"].published_path,
+        "select strftime(day, '%m-%d'), invited_count from marts.plan_user_counts_daily "
+        "where plan_id = 'P1' and day between '2025-02-19' and '2025-02-20' order by day",
+    )
+    assert invited == [("02-19", 1), ("02-20", 0)]
+
+
+def test_a_new_file_sorting_before_loaded_ones_rebuilds(nights: dict) -> None:
+    # Read before ev_2025-01.csv: its copy of e1 (u3 on I1) is now the event that counts.
+    earlier = [ev("e1", "2025-01-05T09:00:00Z", "I1", "u3", "grant")]
+    assert night_with_events(nights, "ev_2024-12.csv", earlier) is True
+    assert query(
+        nights["settings"].published_path,
+        "select user_count from marts.plan_user_counts_current where plan_id = 'P1'",
+    ) == [(2,)]
