@@ -4,6 +4,7 @@
 #   ./dev.sh test [pytest options]          lint + the test suite (what CI runs)
 #   ./dev.sh lint                           ruff + sqlfluff only
 #   ./dev.sh lock                           re-resolve requirements.lock from pyproject.toml
+#   ./dev.sh bench [bench options]          the scale benchmark (bench/run_bench.py; figures only)
 #   ./dev.sh usercounts ARGS...             any usercounts command
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -67,6 +68,10 @@ case "$command" in
     bootstrap
     exec .venv/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
       -o requirements.lock
+    ;;
+  bench)
+    bootstrap
+    PYTHONPATH="$PWD" exec .venv/bin/python bench/run_bench.py "$@"
     ;;
   usercounts)
     bootstrap
