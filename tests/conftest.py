@@ -2,7 +2,8 @@
 
 Counting rules are tested by building a real warehouse with the pipeline's own steps (real
 DuckDB, real dbt) without Prefect; flow and command-line tests share one real Prefect
-server per session, because starting one costs 13-23 s.
+server per session, because starting one costs 13-23 s. The suite runs on two processes
+(pytest-xdist, whole files per process: pyproject.toml), each a session with its own server.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ from usercounts.config import PROJECT_ROOT, Settings, quiet_tool_defaults
 from usercounts.load import SOURCE_COLUMNS
 
 quiet_tool_defaults()
+
+# The files that take longest, started first: xdist hands whole files to its processes in
+# collection order, and one of these started last would make the whole suite wait for it.
+LONGEST_FIRST = ("test_reliability.py", "test_notifications.py", "test_incremental.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a file is kept
 
 
 class Landing:
