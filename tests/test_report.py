@@ -278,6 +278,35 @@ def console_errors(log: str) -> list[str]:
     ]
 
 
+def test_charts_only_for_the_most_urgent_plans(
+    flow_run: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond MAX_CHARTS plans (2 here, 24 in a run), the less urgent plans keep their
+    figures and table but get no chart: a thousand charts cost minutes and are read by none."""
+    from usercounts import report
+
+    monkeypatch.setattr(report, "MAX_CHARTS", 2)
+    report.write_report(flow_run["database"], tmp_path)
+    page = (tmp_path / "capacity-report.html").read_text()
+    cards = re.findall(
+        r'<article class="card plan" id="plan-(\d+)" data-plan-id="([^"]+)"(.*?)</article>',
+        page,
+        re.S,
+    )
+    charted = {plan_id: 'class="chart"' in body for _, plan_id, body in cards}
+    # most urgent first: north-jira (over the limit), south-jsm (limit before renewal)
+    assert charted == {
+        "north-jira": True,
+        "south-jsm": True,
+        "north-wiki": False,
+        "south-tempo": False,
+    }
+    ranks = {plan_id: int(rank) for rank, plan_id, _ in cards}
+    assert ranks == {"north-jira": 1, "south-jsm": 2, "north-wiki": 3, "south-tempo": 4}
+    assert page.count("charts are drawn for the 2 most urgent plans") == 2
+    assert page.count("<th>Month end</th>") == 4  # every plan keeps its table
+
+
 def test_console_error_check_sees_errors(tmp_path: Path) -> None:
     page = tmp_path / "broken.html"
     page.write_text(

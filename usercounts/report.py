@@ -29,6 +29,10 @@ HISTORY_MONTHS = 12
 # Forecast months drawn at most; a renewal further out is named, not drawn.
 FORECAST_MONTHS = 18
 LATEST_HTML = "capacity-report.html"
+# Charts are drawn for this many plans, the most urgent first: a chart costs matplotlib
+# about 0.3 s, and a page of a thousand charts is read by nobody. Every plan keeps its
+# figures and table (and its rows in the CSV files).
+MAX_CHARTS = 24
 
 URGENCY_LABELS = {
     "over_limit": "Over limit",
@@ -107,6 +111,8 @@ class Plan:
     months: list[dict[str, Any]] = field(default_factory=list)
     projection: list[dict[str, Any]] = field(default_factory=list)
     chart_svg: str = ""
+    # Position in the report, most urgent first (1 = most urgent): the page's anchor.
+    rank: int = 0
 
     @property
     def plan_id(self) -> str:
@@ -166,7 +172,10 @@ def read_report(con: Any) -> Report:
         as_of = con.execute("select max(as_of_date) from meta.runs").fetchone()[0]
     else:
         as_of = forecast_rows[0]["as_of_date"]
-    plans = [Plan(forecast=f, months=by_plan.get(f["plan_id"], [])) for f in forecast_rows]
+    plans = [
+        Plan(forecast=f, months=by_plan.get(f["plan_id"], []), rank=n)
+        for n, f in enumerate(forecast_rows, start=1)
+    ]
     for plan in plans:
         plan.projection = projection(plan.forecast)
     return Report(as_of=as_of, plans=plans)
@@ -529,6 +538,7 @@ def render_html(report: Report) -> str:
         counts[plan.forecast["urgency"]] += 1
     return env.get_template("capacity_report.html.j2").render(
         report=report,
+        max_charts=MAX_CHARTS,
         orgs=orgs,
         counts=counts,
         urgency_labels=URGENCY_LABELS,
@@ -612,8 +622,8 @@ def write_report(published: Path, out_dir: Path) -> ReportFiles:
     """Read the published warehouse, write the HTML report and its CSVs into out_dir."""
     with open_published(published) as con:
         report = read_report(con)
-    for n, plan in enumerate(report.plans, start=1):
-        plan.chart_svg = render_chart(plan, svg_id=f"c{n}")
+    for plan in report.plans[:MAX_CHARTS]:
+        plan.chart_svg = render_chart(plan, svg_id=f"c{plan.rank}")
     html = render_html(report)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = report.as_of.isoformat()
