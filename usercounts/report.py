@@ -9,13 +9,15 @@ matplotlib SVG inlined in the HTML, so it opens offline, prints, and can be mail
 from __future__ import annotations
 
 import csv
+import ctypes
 import io
 import multiprocessing
 import os
 import re
+import signal
+import sys
 import tempfile
 from collections.abc import Iterable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -625,11 +627,21 @@ def render_charts(plans: list[Plan]) -> None:
         svgs = [render_chart(plan, svg_id) for plan, svg_id in zip(plans, ids, strict=True)]
     else:
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        # Pool's exit terminates the workers: an interrupted run does not wait for them.
+        with context.Pool(workers, _die_with_parent, (os.getpid(),)) as pool:
             chunk = max(1, len(plans) // (workers * 8))
-            svgs = list(pool.map(render_chart, plans, ids, chunksize=chunk))
+            svgs = pool.starmap(render_chart, zip(plans, ids, strict=True), chunksize=chunk)
     for plan, svg in zip(plans, svgs, strict=True):
         plan.chart_svg = svg
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a chart worker: Linux kills it when the run dies, even by kill -9 (as dbt's child,
+    usercounts/build.py), instead of drawing on for a run that is gone."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the run died before that took effect
+        os._exit(1)
 
 
 def write_report(published: Path, out_dir: Path) -> ReportFiles:
