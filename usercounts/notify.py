@@ -92,9 +92,9 @@ def notify(settings: Settings, as_of: date, since: datetime | None = None) -> No
     since = since or utc_now()
     warnings: list[str] = []
     with duckdb.connect(str(settings.work_path), read_only=True) as work:
-        intents = [
-            intent_for(work, settings, due, warnings) for due in due_notifications(work, as_of)
-        ]
+        dues = due_notifications(work, as_of)
+        least_active = least_active_users(work, [due["plan_id"] for due in dues])
+        intents = [intent_for(work, settings, due, warnings, least_active) for due in dues]
     recorded = record_intents(settings, intents)
     attempted = deliver_unsent(settings)
     report = read_report(settings, since)
@@ -127,8 +127,10 @@ def intent_for(
     settings: Settings,
     due: dict[str, Any],
     warnings: list[str],
+    least_active: dict[str, list[tuple[Any, ...]]],
 ) -> dict[str, Any]:
-    """The log row for one due notification: pending with its message, or undeliverable."""
+    """The log row for one due notification: pending with its message, or undeliverable.
+    least_active: least_active_users of the due plans."""
     recipients = admin_addresses(work, due["org_id"], warnings)
     row = {
         "notification_id": due["notification_id"],
@@ -151,7 +153,7 @@ def intent_for(
         facts = {
             **due,
             "month_ends": month_end_balances(work, due["plan_id"]),
-            "least_active": least_active_users(work, due["plan_id"]),
+            "least_active": least_active.get(due["plan_id"], []),
         }
         message = render_message(facts, recipients, settings.mail_from)
         row["message_eml"] = message.as_string()
@@ -198,27 +200,48 @@ def month_end_balances(work: duckdb.DuckDBPyConnection, plan_id: str) -> list[tu
 
 
 def least_active_users(
-    work: duckdb.DuckDBPyConnection, plan_id: str, limit: int = INACTIVE_LISTED
-) -> list[tuple[str, str | None, str | None, date | None, int | None, bool]]:
-    """Users counted in the plan, never seen first, then by their latest sighting on any of
-    the plan's instances: (user_id, email, display_name, last seen, days since, invited)."""
-    return work.execute(
+    work: duckdb.DuckDBPyConnection, plan_ids: list[str], limit: int = INACTIVE_LISTED
+) -> dict[str, list[tuple[str, str | None, str | None, date | None, int | None, bool]]]:
+    """Per plan, the users counted in it, never seen first, then by their latest sighting on
+    any of the plan's instances: (user_id, email, display_name, last seen, days since,
+    invited). One scan of marts.user_last_seen for all the plans (a query per plan read the
+    whole mart each time: ~30 ms per notification at 1M users)."""
+    rows = work.execute(
         """
+        with per_user as (
+            select
+                plan_id,
+                user_id,
+                any_value(email) as email,
+                any_value(display_name) as display_name,
+                max(last_seen_at) as last_seen_at,
+                min(days_since_last_seen) as days_since_last_seen,
+                bool_and(access_status = 'invited') as is_only_invited
+            from marts.user_last_seen
+            where plan_id in (select unnest(?))
+            group by plan_id, user_id
+        )
+
         select
+            plan_id,
             user_id,
-            any_value(email) as email,
-            any_value(display_name) as display_name,
-            cast(max(last_seen_at) as date) as last_seen_date,
-            min(days_since_last_seen) as days_since_last_seen,
-            bool_and(access_status = 'invited') as is_only_invited
-        from marts.user_last_seen
-        where plan_id = ?
-        group by user_id
-        order by max(last_seen_at) nulls first, user_id
-        limit ?
+            email,
+            display_name,
+            cast(last_seen_at as date) as last_seen_date,
+            days_since_last_seen,
+            is_only_invited
+        from per_user
+        qualify row_number() over (
+            partition by plan_id order by last_seen_at nulls first, user_id
+        ) <= ?
+        order by plan_id, last_seen_at nulls first, user_id
         """,
-        [plan_id, limit],
+        [sorted(set(plan_ids)), limit],
     ).fetchall()
+    by_plan: dict[str, list[tuple[str, str | None, str | None, date | None, int | None, bool]]] = {}
+    for plan_id, *user in rows:
+        by_plan.setdefault(plan_id, []).append(tuple(user))
+    return by_plan
 
 
 def one_line(value: object) -> str:
