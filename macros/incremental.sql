@@ -56,3 +56,26 @@
         select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- A pre-hook for plan_user_counts_daily: empty it when every day must be computed again,
+    which the model then does (it recomputes every day when it starts empty). That is when
+    plan rows were loaded since the last build (tiers, orgs), or when an instances row was
+    (an instance may have moved: int_access_pairs_changed has a pair changed from the
+    beginning; the plan it left may lose its first days: delete+insert alone would keep
+    them). -#}
+{% macro delete_daily_counts_to_recompute() -%}
+    {%- set previous = previous_build() if is_incremental() else none -%}
+    {%- if previous is none -%}
+        select 1
+    {%- else -%}
+        delete from {{ this }}
+        where exists (
+            select 1 from {{ ref('base_landing__plans') }}
+            where load_id > {{ previous.load_id }}
+        )
+        or exists (
+            select 1 from {{ ref('int_access_pairs_changed') }}
+            where changed_from = cast('-infinity' as timestamp)
+        )
+    {%- endif -%}
+{%- endmacro %}
