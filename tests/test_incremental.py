@@ -254,8 +254,12 @@ def test_a_new_file_sorting_before_loaded_ones_rebuilds(nights: dict) -> None:
 # Night A (D1): P5 has I51 (u1 granted Jan 3) and I52 (u2 granted Jan 10); P6 has I61 (u3
 # granted Jan 12); P7 has I71 (u4 granted Jan 4) and a second version, dated March 10, that
 # moves it from org O7 to org O8. Night B (D2): an instances file moves I51 to P6, so P5's
-# first event day is January 10 and P6's January 3. Night C (D3): nothing new; P7's March
-# version is in force at A, so every day of P7 shows org O8 (the org in force at A).
+# first event day is January 10 and P6's January 3. Night C (D3): P7's March version is in
+# force at A, so every day of P7 shows org O8 (the org in force at A). Night C also brings an
+# events file with a late valid copy of m6 (whose January copy has an unknown action: this
+# one counts, u6 on I61 from February 16), an invalid copy of m5 (the January copy still
+# counts) and a row with no user_id (quarantined only). At A3, P6 = {u1, u3, u5, u6}.
+# Night C is then run again at the same as-of date.
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +295,8 @@ def moves(tmp_path_factory: pytest.TempPathFactory) -> dict:
             ev("m2", "2025-01-10T09:00:00Z", "I52", "u2", "grant"),
             ev("m3", "2025-01-12T09:00:00Z", "I61", "u3", "grant"),
             ev("m4", "2025-01-04T09:00:00Z", "I71", "u4", "grant"),
+            ev("m5", "2025-01-15T09:00:00Z", "I61", "u5", "grant"),
+            ev("m6", "2025-01-16T09:00:00Z", "I61", "u6", "promote"),
         ],
         name="ev_2025-01.csv",
     )
@@ -300,21 +306,33 @@ def moves(tmp_path_factory: pytest.TempPathFactory) -> dict:
     after_2 = canonical_dump(settings.published_path)
     rebuilt = build_warehouse(landing.root, scratch, D2, full_refresh=True)
     scratch_2 = canonical_dump(rebuilt.published_path)
+    landing.write(
+        "access_events",
+        [
+            ev("m6", "2025-02-16T09:00:00Z", "I61", "u6", "grant"),
+            ev("m5", "2025-02-17T09:00:00Z", "I61", "u5", "bogus"),
+            ev("m7", "2025-02-18T09:00:00Z", "I61", "", "grant"),
+        ],
+        name="ev_2025-03.csv",
+    )
     build_warehouse(landing.root, nightly, D3)
     after_3 = canonical_dump(settings.published_path)
+    build_warehouse(landing.root, nightly, D3)
+    again_3 = canonical_dump(settings.published_path)
     build_warehouse(landing.root, scratch, D3, full_refresh=True)
     return {
         "settings": settings,
         "after_2": after_2,
         "scratch_2": scratch_2,
         "after_3": after_3,
+        "again_3": again_3,
         "scratch_3": canonical_dump(rebuilt.published_path),
         "builds": builds(nightly),
     }
 
 
 def test_an_instance_moving_away_takes_its_days_from_the_plan(moves: dict) -> None:
-    assert moves["builds"] == [(D1, True), (D2, False), (D3, False)]
+    assert moves["builds"] == [(D1, True), (D2, False), (D3, False), (D3, False)]
     assert moves["after_2"] == moves["scratch_2"]
     first_days = query(
         moves["settings"].published_path,
@@ -322,3 +340,30 @@ def test_an_instance_moving_away_takes_its_days_from_the_plan(moves: dict) -> No
         "group by plan_id order by plan_id",
     )
     assert first_days == [("P5", "01-10"), ("P6", "01-03"), ("P7", "01-04")]
+
+
+def test_a_plan_version_moving_it_to_another_org_reaches_every_day(moves: dict) -> None:
+    assert moves["after_3"] == moves["scratch_3"]
+    orgs = query(
+        moves["settings"].published_path,
+        "select distinct org_id from marts.plan_user_counts_daily where plan_id = 'P7'",
+    )
+    assert orgs == [("O8",)]
+
+
+def test_late_duplicates_and_quarantined_rows_equal_a_rebuild(moves: dict) -> None:
+    assert moves["after_3"] == moves["scratch_3"]
+    published = moves["settings"].published_path
+    p6 = query(
+        published,
+        "select strftime(day, '%m-%d'), user_count from marts.plan_user_counts_daily "
+        "where plan_id = 'P6' and day between '2025-02-15' and '2025-02-16' order by day",
+    )
+    assert p6 == [("02-15", 3), ("02-16", 4)]
+    assert query(
+        published, "select user_count from marts.plan_user_counts_current where plan_id = 'P6'"
+    ) == [(4,)]
+
+
+def test_the_same_as_of_date_run_again_equals_a_rebuild(moves: dict) -> None:
+    assert moves["again_3"] == moves["scratch_3"]

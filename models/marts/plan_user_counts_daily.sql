@@ -11,9 +11,9 @@
 -- Incremental: a day's figures change only from the day of the earliest changed event on
 -- (int_access_pairs_changed), or from the day after the last build's as-of date for the new
 -- days; the days from there to D are computed again, carrying on from the day before. A
--- night with new plan rows (tiers, orgs) or a moved instance recomputes every day: the
--- pre-hook (macros/incremental.sql) empties the table, and an empty table is computed again
--- from the beginning.
+-- night with new plan rows (tiers, orgs), a moved instance or a plan moved to another org
+-- recomputes every day: the pre-hook (macros/incremental.sql) empties the table, and an
+-- empty table is computed again from the beginning. Every day shows the org in force at A.
 {%- set previous = previous_build() if is_incremental() else none %}
 with
 
