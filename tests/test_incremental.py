@@ -259,6 +259,9 @@ def test_a_new_file_sorting_before_loaded_ones_rebuilds(nights: dict) -> None:
 # events file with a late valid copy of m6 (whose January copy has an unknown action: this
 # one counts, u6 on I61 from February 16), an invalid copy of m5 (the January copy still
 # counts) and a row with no user_id (quarantined only). At A3, P6 = {u1, u3, u5, u6}.
+# With no new event for them, night C's users file makes u3 not billable (P6 billable 3),
+# its last_seen file brings an older sighting of u3 on I61 (January 20 stays the latest)
+# and a first one of u2 on I52, and an org_admins file names O5's admin.
 # Night C is then run again at the same as-of date.
 
 
@@ -289,6 +292,11 @@ def moves(tmp_path_factory: pytest.TempPathFactory) -> dict:
     )
     landing.write("users", [], name="u_1.csv")
     landing.write(
+        "last_seen",
+        [{"instance_id": "I61", "user_id": "u3", "last_seen_at": "2025-01-20T10:00:00Z"}],
+        name="ls_1.csv",
+    )
+    landing.write(
         "access_events",
         [
             ev("m1", "2025-01-03T09:00:00Z", "I51", "u1", "grant"),
@@ -314,6 +322,24 @@ def moves(tmp_path_factory: pytest.TempPathFactory) -> dict:
             ev("m7", "2025-02-18T09:00:00Z", "I61", "", "grant"),
         ],
         name="ev_2025-03.csv",
+    )
+    landing.write(
+        "users",
+        [{"user_id": "u3", "account_type": "atlassian", "is_billable": "false"}],
+        name="u_2.csv",
+    )
+    landing.write(
+        "last_seen",
+        [
+            {"instance_id": "I61", "user_id": "u3", "last_seen_at": "2025-01-10T10:00:00Z"},
+            {"instance_id": "I52", "user_id": "u2", "last_seen_at": "2025-02-01T10:00:00Z"},
+        ],
+        name="ls_2.csv",
+    )
+    landing.write(
+        "org_admins",
+        [{"org_id": "O5", "email": "a@o5.example", "display_name": "A"}],
+        name="oa_1.csv",
     )
     build_warehouse(landing.root, nightly, D3)
     after_3 = canonical_dump(settings.published_path)
@@ -367,3 +393,18 @@ def test_late_duplicates_and_quarantined_rows_equal_a_rebuild(moves: dict) -> No
 
 def test_the_same_as_of_date_run_again_equals_a_rebuild(moves: dict) -> None:
     assert moves["again_3"] == moves["scratch_3"]
+
+
+def test_users_last_seen_and_admins_without_new_events_equal_a_rebuild(moves: dict) -> None:
+    assert moves["after_3"] == moves["scratch_3"]
+    published = moves["settings"].published_path
+    assert query(
+        published,
+        "select billable_count from marts.plan_user_counts_current where plan_id = 'P6'",
+    ) == [(3,)]
+    seen = query(
+        published,
+        "select user_id, strftime(last_seen_at, '%m-%d') from marts.user_last_seen "
+        "where user_id in ('u2', 'u3') order by user_id",
+    )
+    assert seen == [("u2", "02-01"), ("u3", "01-20")]
