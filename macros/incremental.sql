@@ -56,3 +56,35 @@
         select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- A pre-hook for plan_user_counts_daily: empty it when every day must be computed again,
+    which the model then does (it recomputes every day when it starts empty). That is when
+    plan rows were loaded since the last build (tiers, orgs), when an instances row was
+    (an instance may have moved: int_access_pairs_changed has a pair changed from the
+    beginning; the plan it left may lose its first days, which delete+insert alone would
+    keep), or when a plan's org in force at
+    A is not the one its days show (a version dated between the two as-of instants moved
+    it): every day shows the org in force at A. -#}
+{% macro delete_daily_counts_to_recompute() -%}
+    {%- set previous = previous_build() if is_incremental() else none -%}
+    {%- if previous is none -%}
+        select 1
+    {%- else -%}
+        delete from {{ this }}
+        where exists (
+            select 1 from {{ ref('base_landing__plans') }}
+            where load_id > {{ previous.load_id }}
+        )
+        or exists (
+            select 1 from {{ ref('int_access_pairs_changed') }}
+            where changed_from = cast('-infinity' as timestamp)
+        )
+        or exists (
+            select 1
+            from {{ this }} as built
+            inner join {{ ref('int_plans_as_of') }} as plans on built.plan_id = plans.plan_id
+            where built.day = cast('{{ previous.as_of_date }}' as date)
+                and built.org_id <> plans.org_id
+        )
+    {%- endif -%}
+{%- endmacro %}

@@ -246,3 +246,165 @@ def test_a_new_file_sorting_before_loaded_ones_rebuilds(nights: dict) -> None:
         nights["settings"].published_path,
         "select user_count from marts.plan_user_counts_current where plan_id = 'P1'",
     ) == [(2,)]
+
+
+# A second landing folder for nights whose changes reach days already built: an instance
+# that moves away from a plan takes the plan's first event days with it, and a plan version
+# that moves the plan to another org comes into force as the as-of date moves.
+# Night A (D1): P5 has I51 (u1 granted Jan 3) and I52 (u2 granted Jan 10); P6 has I61 (u3
+# granted Jan 12); P7 has I71 (u4 granted Jan 4) and a second version, dated March 10, that
+# moves it from org O7 to org O8. Night B (D2): an instances file moves I51 to P6, so P5's
+# first event day is January 10 and P6's January 3. Night C (D3): P7's March version is in
+# force at A, so every day of P7 shows org O8 (the org in force at A). Night C also brings an
+# events file with a late valid copy of m6 (whose January copy has an unknown action: this
+# one counts, u6 on I61 from February 16), an invalid copy of m5 (the January copy still
+# counts) and a row with no user_id (quarantined only). At A3, P6 = {u1, u3, u5, u6}.
+# With no new event for them, night C's users file makes u3 not billable (P6 billable 3),
+# its last_seen file brings an older sighting of u3 on I61 (January 20 stays the latest)
+# and a first one of u2 on I52, and an org_admins file names O5's admin.
+# Night C is then run again at the same as-of date.
+
+
+@pytest.fixture(scope="module")
+def moves(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("moves")
+    landing = Landing(root / "landing")
+    nightly, scratch = root / "nightly", root / "scratch"
+    landing.write(
+        "plans",
+        [
+            landing.plan("P5", 10, org_id="O5"),
+            landing.plan("P6", 10, org_id="O5"),
+            landing.plan("P7", 10, org_id="O7"),
+            landing.plan("P7", 10, org_id="O8", updated_at="2025-03-10T00:00:00Z"),
+        ],
+        name="p_1.csv",
+    )
+    landing.write(
+        "instances",
+        [
+            {"instance_id": "I51", "plan_id": "P5"},
+            {"instance_id": "I52", "plan_id": "P5"},
+            {"instance_id": "I61", "plan_id": "P6"},
+            {"instance_id": "I71", "plan_id": "P7"},
+        ],
+        name="i_1.csv",
+    )
+    landing.write("users", [], name="u_1.csv")
+    landing.write(
+        "last_seen",
+        [{"instance_id": "I61", "user_id": "u3", "last_seen_at": "2025-01-20T10:00:00Z"}],
+        name="ls_1.csv",
+    )
+    landing.write(
+        "access_events",
+        [
+            ev("m1", "2025-01-03T09:00:00Z", "I51", "u1", "grant"),
+            ev("m2", "2025-01-10T09:00:00Z", "I52", "u2", "grant"),
+            ev("m3", "2025-01-12T09:00:00Z", "I61", "u3", "grant"),
+            ev("m4", "2025-01-04T09:00:00Z", "I71", "u4", "grant"),
+            ev("m5", "2025-01-15T09:00:00Z", "I61", "u5", "grant"),
+            ev("m6", "2025-01-16T09:00:00Z", "I61", "u6", "promote"),
+        ],
+        name="ev_2025-01.csv",
+    )
+    build_warehouse(landing.root, nightly, D1)
+    landing.write("instances", [{"instance_id": "I51", "plan_id": "P6"}], name="i_2.csv")
+    settings = build_warehouse(landing.root, nightly, D2)
+    after_2 = canonical_dump(settings.published_path)
+    rebuilt = build_warehouse(landing.root, scratch, D2, full_refresh=True)
+    scratch_2 = canonical_dump(rebuilt.published_path)
+    landing.write(
+        "access_events",
+        [
+            ev("m6", "2025-02-16T09:00:00Z", "I61", "u6", "grant"),
+            ev("m5", "2025-02-17T09:00:00Z", "I61", "u5", "bogus"),
+            ev("m7", "2025-02-18T09:00:00Z", "I61", "", "grant"),
+        ],
+        name="ev_2025-03.csv",
+    )
+    landing.write(
+        "users",
+        [{"user_id": "u3", "account_type": "atlassian", "is_billable": "false"}],
+        name="u_2.csv",
+    )
+    landing.write(
+        "last_seen",
+        [
+            {"instance_id": "I61", "user_id": "u3", "last_seen_at": "2025-01-10T10:00:00Z"},
+            {"instance_id": "I52", "user_id": "u2", "last_seen_at": "2025-02-01T10:00:00Z"},
+        ],
+        name="ls_2.csv",
+    )
+    landing.write(
+        "org_admins",
+        [{"org_id": "O5", "email": "a@o5.example", "display_name": "A"}],
+        name="oa_1.csv",
+    )
+    build_warehouse(landing.root, nightly, D3)
+    after_3 = canonical_dump(settings.published_path)
+    build_warehouse(landing.root, nightly, D3)
+    again_3 = canonical_dump(settings.published_path)
+    build_warehouse(landing.root, scratch, D3, full_refresh=True)
+    return {
+        "settings": settings,
+        "after_2": after_2,
+        "scratch_2": scratch_2,
+        "after_3": after_3,
+        "again_3": again_3,
+        "scratch_3": canonical_dump(rebuilt.published_path),
+        "builds": builds(nightly),
+    }
+
+
+def test_an_instance_moving_away_takes_its_days_from_the_plan(moves: dict) -> None:
+    assert moves["builds"] == [(D1, True), (D2, False), (D3, False), (D3, False)]
+    assert moves["after_2"] == moves["scratch_2"]
+    first_days = query(
+        moves["settings"].published_path,
+        "select plan_id, strftime(min(day), '%m-%d') from marts.plan_user_counts_daily "
+        "group by plan_id order by plan_id",
+    )
+    assert first_days == [("P5", "01-10"), ("P6", "01-03"), ("P7", "01-04")]
+
+
+def test_a_plan_version_moving_it_to_another_org_reaches_every_day(moves: dict) -> None:
+    assert moves["after_3"] == moves["scratch_3"]
+    orgs = query(
+        moves["settings"].published_path,
+        "select distinct org_id from marts.plan_user_counts_daily where plan_id = 'P7'",
+    )
+    assert orgs == [("O8",)]
+
+
+def test_late_duplicates_and_quarantined_rows_equal_a_rebuild(moves: dict) -> None:
+    assert moves["after_3"] == moves["scratch_3"]
+    published = moves["settings"].published_path
+    p6 = query(
+        published,
+        "select strftime(day, '%m-%d'), user_count from marts.plan_user_counts_daily "
+        "where plan_id = 'P6' and day between '2025-02-15' and '2025-02-16' order by day",
+    )
+    assert p6 == [("02-15", 3), ("02-16", 4)]
+    assert query(
+        published, "select user_count from marts.plan_user_counts_current where plan_id = 'P6'"
+    ) == [(4,)]
+
+
+def test_the_same_as_of_date_run_again_equals_a_rebuild(moves: dict) -> None:
+    assert moves["again_3"] == moves["scratch_3"]
+
+
+def test_users_last_seen_and_admins_without_new_events_equal_a_rebuild(moves: dict) -> None:
+    assert moves["after_3"] == moves["scratch_3"]
+    published = moves["settings"].published_path
+    assert query(
+        published,
+        "select billable_count from marts.plan_user_counts_current where plan_id = 'P6'",
+    ) == [(3,)]
+    seen = query(
+        published,
+        "select user_id, strftime(last_seen_at, '%m-%d') from marts.user_last_seen "
+        "where user_id in ('u2', 'u3') order by user_id",
+    )
+    assert seen == [("u2", "02-01"), ("u3", "01-20")]

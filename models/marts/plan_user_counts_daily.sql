@@ -2,6 +2,7 @@
     materialized='incremental',
     unique_key=['plan_id', 'day'],
     incremental_strategy='delete+insert',
+    pre_hook="{{ delete_daily_counts_to_recompute() }}",
 ) }}
 -- depends_on: {{ ref('int_access_pairs_changed') }}
 -- depends_on: {{ ref('base_landing__plans') }}
@@ -10,7 +11,9 @@
 -- Incremental: a day's figures change only from the day of the earliest changed event on
 -- (int_access_pairs_changed), or from the day after the last build's as-of date for the new
 -- days; the days from there to D are computed again, carrying on from the day before. A
--- night with new plan rows (tiers, orgs) or a moved instance recomputes every day.
+-- night with new plan rows (tiers, orgs), a moved instance or a plan moved to another org
+-- recomputes every day: the pre-hook (macros/incremental.sql) empties the table, and an
+-- empty table is computed again from the beginning. Every day shows the org in force at A.
 {%- set previous = previous_build() if is_incremental() else none %}
 with
 
@@ -41,10 +44,7 @@ start as (
             cast('-infinity' as date) as start_day
         {%- else %}
             case
-                when exists (
-                    select 1 from {{ ref('base_landing__plans') }}
-                    where load_id > {{ previous.load_id }}
-                )
+                when not exists (select 1 from {{ this }})
                     then cast('-infinity' as date)
                 else least(
                     cast('{{ previous.as_of_date }}' as date) + 1,
