@@ -43,9 +43,18 @@ bootstrap() {
 lint() {
   .venv/bin/ruff check .
   .venv/bin/ruff format --check .
-  # The dbt templater connects to the working database, whose folder a fresh clone lacks.
-  mkdir -p data
-  .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor
+  # The dbt templater connects to a database: an empty scratch one, so that the result does
+  # not depend on (and never locks) a working database a run left in data/. With no tables
+  # is_incremental() is false: the incremental branches are linted by hand after a run
+  # (USERCOUNTS_WORK_DB=data/.warehouse.work.duckdb .venv/bin/sqlfluff lint models).
+  local scratch
+  scratch="$(mktemp -d)"
+  USERCOUNTS_WORK_DB="$scratch/lint.duckdb" \
+    .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor || {
+    rm -rf "$scratch"
+    return 1
+  }
+  rm -rf "$scratch"
 }
 
 command="${1:-}"

@@ -18,8 +18,8 @@ spans as (
     select * from {{ ref('int_access_state_intervals') }}
     {%- if is_incremental() %}
         where user_id in (
-            select changed.user_id from {{ ref('int_access_pairs_changed') }} as changed
-        )
+                select changed.user_id from {{ ref('int_access_pairs_changed') }} as changed
+            )
     {%- endif %}
 ),
 

@@ -16,8 +16,8 @@ segments as (
     select * from {{ ref('int_access_intervals_merged_to_plans') }}
     {%- if is_incremental() %}
         where user_id in (
-            select changed.user_id from {{ ref('int_access_pairs_changed') }} as changed
-        )
+                select changed.user_id from {{ ref('int_access_pairs_changed') }} as changed
+            )
     {%- endif %}
 ),
 
