@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -83,6 +86,42 @@ def test_a_second_run_adds_to_the_working_database_and_full_refresh_rebuilds(
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert "  build: full rebuild (full refresh requested)" in rebuilt.stdout.splitlines()
     assert canonical_dump(demo_run) == before
+
+
+def processes_with_env(entry: str) -> list[int]:
+    """Pids of the processes whose environment holds entry (e.g. PREFECT_HOME=/tmp/x)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if entry.encode() in environ:
+            found.append(int(pid))
+    return found
+
+
+def test_run_without_a_prefect_server_boots_a_temporary_one_and_stops_it(tmp_path: Path) -> None:
+    """The default a user meets first: no PREFECT_API_URL. The run boots Prefect's temporary
+    server (in the background while it imports), completes, and leaves no process behind."""
+    database = tmp_path / "data" / "warehouse.duckdb"
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(home)
+    command = [
+        str(Path(sys.executable).with_name("usercounts")),
+        "run",
+        "--database",
+        str(database),
+    ]
+    result = subprocess.run(
+        [*command, "--as-of", AS_OF], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"published {database}" in result.stdout
+    assert "Traceback" not in result.stderr
+    assert (home / "prefect.db").exists()  # the temporary server ran on this home
+    assert processes_with_env(f"PREFECT_HOME={home}") == []
 
 
 def test_missing_landing_folder_is_one_line_and_publishes_nothing(

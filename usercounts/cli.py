@@ -7,6 +7,7 @@ cost seconds to import, and `usercounts counts` should answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -61,8 +62,14 @@ def _boot_temporary_prefect_server() -> threading.Thread | None:
         return None
     from prefect.server.api.server import SubprocessASGIServer
 
-    boot = threading.Thread(target=SubprocessASGIServer().start, name="prefect-server-boot")
-    boot.daemon = True  # a failed boot is retried by the flow itself, with its error
+    server = SubprocessASGIServer()
+
+    def start() -> None:
+        # A failed boot prints nothing here: the flow boots it again and says why it cannot.
+        with contextlib.suppress(Exception):
+            server.start()
+
+    boot = threading.Thread(target=start, name="prefect-server-boot", daemon=True)
     boot.start()
     return boot
 
