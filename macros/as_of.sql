@@ -4,14 +4,10 @@
     dbt re-parses the whole project whenever `--vars` change, which would cost seconds every
     night. `--vars '{as_of_date: YYYY-MM-DD}'` and unit-test overrides still take precedence. -#}
 {% macro as_of_date_text() -%}
-    {%- set value = var('as_of_date', none) -%}
-    {%- if value is none -%}
-        {%- set value = env_var('USERCOUNTS_AS_OF_DATE', '2099-12-31') if execute else '2099-12-31' -%}
-    {%- endif -%}
-    {%- if not modules.re.fullmatch('[0-9]{4}-[0-9]{2}-[0-9]{2}', value | string) -%}
-        {{ exceptions.raise_compiler_error('as-of date is not YYYY-MM-DD: ' ~ value) }}
-    {%- endif -%}
-    {{- return(value | string) -}}
+    {{- return(run_value(
+        'as_of_date', 'USERCOUNTS_AS_OF_DATE', '2099-12-31',
+        '[0-9]{4}-[0-9]{2}-[0-9]{2}', 'as-of date is not YYYY-MM-DD'
+    )) -}}
 {%- endmacro %}
 
 {% macro as_of_date() -%}
