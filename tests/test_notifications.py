@@ -33,6 +33,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -49,6 +50,7 @@ from conftest import Landing, query, run_cli, settings_for
 from usercounts import notify, pipeline
 from usercounts.config import Settings
 from usercounts.mail import DeliveryError, deliver
+from usercounts.state import connect_state
 
 D1 = date(2026, 3, 1)
 D1_NEXT = date(2026, 3, 2)
@@ -662,6 +664,50 @@ def test_deliver_to_outbox_is_rfc5322(tmp_path: Path) -> None:
     assert parsed["Subject"] == "Zürich Jira has reached its user tier limit: 10 of 10 users"
     assert "usercounts export --plan 'P 1'" in parsed.get_body(("plain",)).get_content()
     assert path.read_bytes().isascii()
+
+
+def other_process_reads_log(path: Path) -> list[tuple[str, str, int]] | None:
+    """The log as another process sees it, or None while this process holds the file."""
+    script = (
+        "import sys, duckdb\n"
+        "try:\n"
+        "    con = duckdb.connect(sys.argv[1])\n"
+        "except duckdb.IOException:\n"
+        "    print('locked'); sys.exit(0)\n"
+        "rows = con.execute('select notification_id, status, attempts from notification_log "
+        "order by 1').fetchall()\n"
+        "print(repr(rows))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    return None if out == "locked" else eval(out)  # noqa: S307 - our own repr of rows
+
+
+def test_delivery_log_commits_each_attempt_and_lets_others_in(tmp_path: Path) -> None:
+    """The state file stays open across deliveries (opening it per delivery cost most of a
+    first run's notify step) but each attempt is committed at once, and the file is let go
+    once held longer than HOLD_SECONDS, so other commands get their turn."""
+    path = tmp_path / "state.duckdb"
+    with connect_state(path) as state:
+        for n in ("n1", "n2"):
+            state.execute(
+                "insert into notification_log (notification_id, org_id, plan_id, kind, "
+                "as_of_date, user_count, user_tier, status, decided_at) "
+                "values (?, 'o', 'p', 'tier_80', date '2026-03-01', 8, 10, 'pending', now())",
+                [n],
+            )
+
+    class ShortHold(notify.DeliveryLog):
+        HOLD_SECONDS = 0.5
+
+    with ShortHold(path) as log:
+        log.note("n1", notify.SENT, None)
+        assert other_process_reads_log(path) is None  # held between deliveries
+        time.sleep(ShortHold.HOLD_SECONDS)
+        log.note("n2", notify.FAILED, "temporary: SMTP 451")
+        # held past HOLD_SECONDS: let go right after the note, both attempts on disk
+        assert other_process_reads_log(path) == [("n1", "sent", 1), ("n2", "failed", 1)]
 
 
 def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
