@@ -274,8 +274,10 @@ def render_chart(plan: Plan, svg_id: str) -> str:
     xs = list(range(n_all))
     width = 0.7 if n_all >= 8 else 0.45  # a few months do not make fat bars
 
-    fig = Figure(figsize=(9.2, 4.4), dpi=72, layout="constrained")
-    grid = fig.add_gridspec(2, 1, height_ratios=[3.2, 1])
+    fig = Figure(figsize=(9.2, 4.4), dpi=72)
+    grid = fig.add_gridspec(
+        2, 1, height_ratios=[3.2, 1], left=0.08, right=0.9, top=0.9, bottom=0.12, hspace=0.08
+    )
     ax = fig.add_subplot(grid[0])
     ax_change = fig.add_subplot(grid[1], sharex=ax)
 
