@@ -74,6 +74,7 @@ OPTIONAL_STEPS = {
     "quality checks (marts)": ("usercounts.pipeline", "validate_marts"),
     "notify": ("usercounts.notify", "notify_or_raise"),
     "report": ("usercounts.report", "write_report"),
+    "prestart dbt": ("usercounts.build", "prestart_dbt"),
 }
 
 
@@ -229,6 +230,9 @@ def run_steps(settings: Settings, as_of: date, label: str) -> Run:
         return result
 
     with TreeMemory() as memory:
+        prestart = optional_step("prestart dbt")
+        if prestart:
+            prestart()  # as the flow does: dbt's imports overlap the load
         loaded = timed("load", lambda: pipeline.load(settings))
         summary.rows_loaded = dict(loaded.rows)
         check = optional_step("quality checks (raw)")

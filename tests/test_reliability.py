@@ -30,6 +30,7 @@ import pytest
 from conftest import Landing, build_warehouse, canonical_dump, query, run_cli
 
 import usercounts
+from usercounts.build import dbt_home
 from usercounts.config import PROJECT_ROOT, Settings
 from usercounts.publish import previous_path
 
@@ -221,10 +222,9 @@ def paused(site: Site, proc: subprocess.Popen, marker: Path, point: str) -> None
                 f"the run ended (exit {proc.returncode}) before reaching {point!r}:\n"
                 + site.output(proc)[-2000:]
             )
-        if point == DBT_CHILD:
-            return any(
-                part.endswith("/dbt") for c in descendants(proc.pid) for part in cmdline(c).split()
-            )
+        if point == DBT_CHILD:  # dbt's child starts early; it opens its log once it runs
+            dbt_log = dbt_home(site.settings.work_path) / "logs" / "dbt.log"
+            return any(int(h.split()[0]) in descendants(proc.pid) for h in holders(dbt_log))
         return marker.exists()
 
     wait_until(there, 180, f"the run to reach {point!r}")

@@ -1,4 +1,4 @@
-"""Run dbt (in-process) against the working database."""
+"""Run dbt against the working database, in a child process (usercounts/dbt_child.py)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,52 @@ def default_memory_limit() -> str:
     return f"{max(1024, total // 2 // 2**20)}MB"
 
 
+class DbtChild:
+    """A started `python -m usercounts.dbt_child` that has not been given its command yet."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "usercounts.dbt_child"],
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=die_with_parent(),  # it only calls prctl: safe beside threads
+        )
+
+    def run(self, args: list[str], env: dict[str, str]) -> tuple[int, str]:
+        """Give the child its command; wait for it; (exit code, its output)."""
+        request = json.dumps({"args": args, "env": env}) + "\n"
+        try:
+            stdout, stderr = self.proc.communicate(request)
+        except BaseException:  # Ctrl-C, a stop request: dbt stops with the run
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        return self.proc.returncode, stdout + stderr
+
+
+_prestarted: DbtChild | None = None
+
+
+def prestart_dbt() -> None:
+    """Start dbt's child now, so that its imports overlap the steps before the build."""
+    global _prestarted
+    if _prestarted is None or _prestarted.proc.poll() is not None:
+        _prestarted = DbtChild()
+
+
+def _take_dbt_child() -> DbtChild:
+    """The prestarted child when it is still waiting, else a new one. (A child dies with the
+    thread that started it, PR_SET_PDEATHSIG: one started by an ended thread is gone.)"""
+    global _prestarted
+    child, _prestarted = _prestarted, None
+    if child is None or child.proc.poll() is not None:
+        return DbtChild()
+    return child
+
+
 def run_dbt(
     command: str, work_path: Path, as_of: date, *extra: str, inactive_days: int | None = None
 ) -> BuildResult:
@@ -86,17 +132,8 @@ def run_dbt(
     # never read an earlier (or a killed) run's results
     (dbt_home(work_path) / "target" / "run_results.json").unlink(missing_ok=True)
     env = dbt_env(work_path, as_of, inactive_days)
-    dbt = Path(sys.executable).with_name("dbt")
-    args = dbt_args(command, work_path, *extra)
-    proc = subprocess.run(
-        [str(dbt), "--quiet", "--no-use-colors", *args],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        preexec_fn=_die_with_parent(),  # it only calls prctl: safe beside threads
-    )
+    args = ["--quiet", "--no-use-colors", *dbt_args(command, work_path, *extra)]
+    returncode, output = _take_dbt_child().run(args, env)
     results_file = dbt_home(work_path) / "target" / "run_results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     statuses: dict[str, int] = {}
@@ -110,10 +147,10 @@ def run_dbt(
         if status in ("error", "fail"):
             detail = (node.get("message") or status).strip().splitlines()
             failures.append(f"{name} ({detail[0] if detail else status})")
-    if proc.returncode != 0 or failures:
+    if returncode != 0 or failures:
         if not failures:
-            output = (proc.stdout + proc.stderr).strip().splitlines()
-            failures = [output[-1] if output else f"exit {proc.returncode}"]
+            lines = output.strip().splitlines()
+            failures = [lines[-1] if lines else f"exit {returncode}"]
         logs = dbt_home(work_path) / "logs" / "dbt.log"
         more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
         raise RunFailed(f"dbt {command} failed: {'; '.join(failures[:3])}{more} (log: {logs})")
@@ -121,7 +158,7 @@ def run_dbt(
     return BuildResult(statuses=statuses, timings=timings)
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn that makes Linux kill the child when the run dies, even by kill -9.
 
     Without it a killed run leaves dbt running on: it keeps writing the dead run's working
