@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,49 @@ def test_run_without_a_prefect_server_boots_a_temporary_one_and_stops_it(tmp_pat
     assert "Traceback" not in result.stderr
     assert (home / "prefect.db").exists()  # the temporary server ran on this home
     assert processes_with_env(f"PREFECT_HOME={home}") == []
+
+
+def test_a_run_killed_by_sigkill_takes_its_temporary_prefect_server_with_it(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of a run started without PREFECT_API_URL leaves no server (nor dbt) behind:
+    the temporary server is the run's child and dies with it (PR_SET_PDEATHSIG)."""
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(home)
+    command = [
+        str(Path(sys.executable).with_name("usercounts")),
+        "run",
+        "--database",
+        str(tmp_path / "data" / "warehouse.duckdb"),
+        "--as-of",
+        AS_OF,
+    ]
+    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(
+            b"uvicorn" in cmdline(pid) for pid in processes_with_env(f"PREFECT_HOME={home}")
+        ):
+            assert run.poll() is None, "the run ended before its server started"
+            assert time.monotonic() < deadline, "no temporary server within 120 s"
+            time.sleep(0.1)
+    finally:
+        run.kill()
+        run.wait()
+    deadline = time.monotonic() + 10
+    while processes_with_env(f"PREFECT_HOME={home}"):
+        assert time.monotonic() < deadline, [
+            cmdline(p) for p in processes_with_env(f"PREFECT_HOME={home}")
+        ]
+        time.sleep(0.1)
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def test_missing_landing_folder_is_one_line_and_publishes_nothing(

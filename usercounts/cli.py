@@ -7,10 +7,8 @@ cost seconds to import, and `usercounts counts` should answer at once.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
 import sys
-import threading
 from datetime import date
 from pathlib import Path
 
@@ -48,45 +46,23 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _boot_temporary_prefect_server() -> threading.Thread | None:
-    """Start Prefect's temporary server in the background when no PREFECT_API_URL is set.
-
-    It boots in a process of its own (10-20 s: imports, database migrations); meanwhile
-    this process imports the flow and Great Expectations (about 5 s) instead of after it.
-    The flow then finds the server running (Prefect keeps one per process).
-    """
-    from prefect.settings import get_current_settings
-
-    prefect_settings = get_current_settings()
-    if prefect_settings.api.url or not prefect_settings.server.ephemeral.enabled:
-        return None
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-
-    def start() -> None:
-        # A failed boot prints nothing here: the flow boots it again and says why it cannot.
-        with contextlib.suppress(Exception):
-            server.start()
-
-    boot = threading.Thread(target=start, name="prefect-server-boot", daemon=True)
-    boot.start()
-    return boot
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     # A stop request (systemd, `timeout`, a container stop) ends the run like Ctrl-C: the
     # dbt child and Prefect's temporary server are stopped instead of being left running.
     signal.signal(signal.SIGTERM, _interrupt)
-    boot = _boot_temporary_prefect_server()
+    from usercounts.prefect_server import start_temporary_server
+
+    # Without PREFECT_API_URL: Prefect's temporary server boots while the flow and Great
+    # Expectations import (~5 s), in a process that dies with this one.
+    server = start_temporary_server()
     import great_expectations  # noqa: F401 - imported now, while the server boots
 
     from flows.nightly import nightly
     from usercounts.logs import console_without_tracebacks
 
     console_without_tracebacks()
-    if boot is not None:
-        boot.join()
+    if server is not None:
+        server.wait_until_ready()
 
     summary = nightly(
         landing=str(args.landing) if args.landing else None,
