@@ -2,7 +2,7 @@
 
 It lives in its own small DuckDB file beside the published warehouse (owner-only mode). The
 run copies it into the working database before `dbt build`, so the models read a snapshot
-and the file itself is held open only for moments.
+and the file itself is held open only for moments (the notify step: at most ~1 s at a time).
 """
 
 from __future__ import annotations
