@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from usercounts.prefect_server import start_temporary_server
 
     # Without PREFECT_API_URL: Prefect's temporary server boots while the flow and Great
-    # Expectations import (~5 s), in a process that dies with this one.
+    # Expectations import (3-6 s), in a process that dies with this one.
     server = start_temporary_server()
     import great_expectations  # noqa: F401 - imported now, while the server boots
 

@@ -1,7 +1,7 @@
 """Prefect's temporary API server for a `usercounts run` without PREFECT_API_URL.
 
 Prefect starts one itself when a flow finds no API URL (prefect.server.api.server.
-SubprocessASGIServer), but importing that class costs ~5 s in the run's own process before
+SubprocessASGIServer), but importing that class costs 3-5 s in the run's own process before
 the server even begins to boot. This starts the same server process, with the same command
 and environment as Prefect's class (Prefect 3.9), without that import: it boots while the
 run imports the flow and Great Expectations. It also dies with the run, even by kill -9
