@@ -95,6 +95,25 @@ def write_scenario(landing: Landing) -> None:
         [{"user_id": "flip", "email": "f@x.test", "account_type": "customer", "is_billable": "0"}],
         name="users_002.csv",
     )
+    # Quarantine row numbers are the file's lines although the reader counts records: a
+    # quoted name spans lines 2-3, lines 4 and 7 are blank (bad rows on lines 5, 6 and 8).
+    (landing.root / "users" / "users_003.csv").write_text(
+        "user_id,email,display_name,account_type,is_billable\n"
+        'ml1,ml1@x.test,"Multi\nLine",atlassian,true\n'
+        "\n"
+        "ml2,ml2@x.test,Two,robot,true\n"
+        'ml3,ml3@x.test,"Three",atlassian,true,surplus\n'
+        "\n"
+        'ml4,ml4@x.test,"Four ""4""",atlassian,perhaps\n',
+        encoding="utf-8",
+    )
+    # The same with Windows line ends and a blank first line (the header is line 2).
+    (landing.root / "users" / "users_004.csv").write_bytes(
+        b"\r\nuser_id,email,display_name,account_type,is_billable\r\n"
+        b'ml5,ml5@x.test,"Five\r\nLines",atlassian,true\r\n'
+        b"ml6,ml6@x.test,Six,robot,true\r\n"
+        b"ml7,ml7@x.test,Seven\r\n"
+    )
     landing.write("org_admins", [{"org_id": "O1", "email": "admin@x.test"}])
 
     events = [
@@ -455,9 +474,17 @@ def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> 
         (4, "unknown plan_type: server"),
         (5, "unparseable updated_at: not a time"),
     ]
-    assert query(warehouse, "select row_number, reason from quarantine.users order by 1") == [
-        (5, "unknown account_type: robot"),
-        (6, "unparseable is_billable: maybe"),
+    users = query(
+        warehouse, "select file_name, row_number, reason from quarantine.users order by 1, 2"
+    )
+    assert [(file, row, reason.split(":")[0]) for file, row, reason in users] == [
+        ("users/users_001.csv", 5, "unknown account_type"),
+        ("users/users_001.csv", 6, "unparseable is_billable"),
+        ("users/users_003.csv", 5, "unknown account_type"),
+        ("users/users_003.csv", 6, "TOO MANY COLUMNS"),
+        ("users/users_003.csv", 8, "unparseable is_billable"),
+        ("users/users_004.csv", 5, "unknown account_type"),
+        ("users/users_004.csv", 6, "MISSING COLUMNS"),
     ]
     assert query(warehouse, "select reason from quarantine.instances") == [("missing instance_id",)]
     assert query(warehouse, "select reason from quarantine.last_seen") == [

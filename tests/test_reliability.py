@@ -529,7 +529,8 @@ def write_hostile_landing(landing: Landing) -> None:
             "(1002, timestamptz '2025-03-02 10:00:00+00', 'I_N', 7, 'invite', {'a': 2})"
             ") as t(event_id, occurred_at, instance_id, user_id, action, note)"
         ).write_parquet(str(events / "types.parquet"))
-    # A hostile file name, a hostile event, and a bad row (line 3) quarantined verbatim.
+    # A hostile file name, a hostile event, and a bad row quarantined verbatim (line 4: the
+    # hostile user id holds a line break, so its row spans lines 2 and 3).
     with (events / "it's; drop.csv").open("w", newline="") as out:
         csv.writer(out).writerows(
             [
@@ -676,7 +677,7 @@ def test_hostile_input_is_contained_good_rows_count_and_nothing_leaks(
         ("users/long.csv", 3): "MISSING COLUMNS",
         ("access_events/truncated.csv", 4): "",
         ("access_events/extra_columns.csv", 3): "TOO MANY COLUMNS",
-        ("access_events/it's; drop.csv", 3): "unknown action: drop table x",
+        ("access_events/it's; drop.csv", 4): "unknown action: drop table x",
     }
     assert set(quarantined) == set(expected), quarantined
     for key, reason in expected.items():

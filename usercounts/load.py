@@ -15,6 +15,7 @@ applied on top: `landing_changes` names the reason and the run rebuilds from scr
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,9 +246,10 @@ def load_file(
             # Read into temporary tables first, outside the transaction: rows written inside
             # one have provisional row ids, and the CSV line numbers are computed from them.
             _read_csv(con, path)
+            lines = csv_lines(con, path)
         con.begin()
         if fmt == "csv":
-            loaded, rejected = _insert_csv(con, source, name, load_id)
+            loaded, rejected = _insert_csv(con, source, name, lines, load_id)
         else:
             loaded, rejected = _load_parquet(con, source, path, name, load_id)
     except (duckdb.Error, OSError) as exc:
@@ -265,7 +267,7 @@ def load_file(
         [source, name, fmt, size, loaded, rejected, mtime, load_id],
     )
     con.commit()
-    for temp in ("_file", "_rejects", "_reject_scans"):
+    for temp in ("_file", "_rejects", "_reject_scans", "_blank_lines", "_line_shifts"):
         con.execute(f"drop table if exists {temp}")
     return loaded, rejected
 
@@ -331,37 +333,154 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def _insert_csv(
-    con: duckdb.DuckDBPyConnection, source: str, name: str, load_id: int | None
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    name: str,
+    lines: CsvLines,
+    load_id: int | None,
 ) -> tuple[int, int]:
-    """Copy what _read_csv read into raw.<source> and raw.load_rejects."""
+    """Copy what _read_csv read into raw.<source> and raw.load_rejects, with file lines."""
     # The reader reports a short row once per missing column: keep one reject per line.
     rejected = con.execute("select count(distinct line) from _rejects").fetchone()[0]
+    loaded = con.execute("select count(*) from _file").fetchone()[0]
     con.execute(
-        "insert into raw.load_rejects select ?, ?, line, "
-        "error_type || ': ' || error_message, left(csv_line, 200), ? from _rejects "
-        "qualify row_number() over (partition by line order by column_idx) = 1 order by line",
+        "create or replace temp table _blank_lines as select unnest(?::bigint[]) as line",
+        [lines.blanks],
+    )
+    con.execute(
+        "create or replace temp table _line_shifts as "
+        "select unnest(?::bigint[]) as line, unnest(?::bigint[]) as shift",
+        [[line for line, _ in lines.shifts], [shift for _, shift in lines.shifts]],
+    )
+    # A reader's line becomes a file line by the shift in force from the last change before it.
+    con.execute(
+        "insert into raw.load_rejects "
+        "select ?, ?, r.line + coalesce(s.shift, 0), r.error_type || ': ' || r.error_message, "
+        "left(r.csv_line, 200), ? "
+        "from _rejects as r asof left join _line_shifts as s on r.line >= s.line "
+        "qualify row_number() over (partition by r.line order by r.column_idx) = 1 "
+        "order by r.line",
         [source, name, load_id],
     )
     columns = [r[0] for r in con.execute("describe _file").fetchall()]
     cols = _select_list(con, source, name, columns, load_id)
-    # Line numbers count the header as line 1; rejected lines are skipped when numbering.
+    # The good rows are, in order, the reader's lines after the header that it neither
+    # rejected nor skipped as blank.
     con.execute(
         f"""
         insert into raw.{source}
         with slots as (
             select line, row_number() over (order by line) - 1 as position
-            from range(2, 2 + (select count(*) from _file) + ?) as r(line)
+            from range(?, ? + ?) as r(line)
             where line not in (select line from _rejects)
+                and line not in (select line from _blank_lines)
+        ),
+
+        numbered as (
+            select slots.position, slots.line + coalesce(s.shift, 0) as line
+            from slots asof left join _line_shifts as s on slots.line >= s.line
         )
-        select {cols}, ?, slots.line, ?
+
+        select {cols}, ?, numbered.line, ?
         from (select rowid as position, * from _file) as f
-        inner join slots on f.position = slots.position
-        order by slots.line
+        inner join numbered on f.position = numbered.position
+        order by numbered.line
         """,  # noqa: S608
-        [rejected, name, load_id],
+        [lines.header + 1, lines.header + 1, loaded + rejected + len(lines.blanks), name, load_id],
     )
-    loaded = con.execute("select count(*) from _file").fetchone()[0]
     return loaded, rejected
+
+
+@dataclass(frozen=True)
+class CsvLines:
+    """Where the CSV reader's lines are in the file.
+
+    DuckDB numbers a file's records, counting a blank line as one and a quoted field that
+    spans several lines as one; people (and editors) count the file's lines. `header` is
+    the reader's number of the header line, `blanks` the reader's numbers of the blank
+    lines it skipped, and `shifts` the (reader's line, file line - reader's line) pairs
+    from which the difference changes.
+    """
+
+    header: int = 1
+    blanks: list[int] = field(default_factory=list)
+    shifts: list[tuple[int, int]] = field(default_factory=list)
+
+
+def csv_lines(con: duckdb.DuckDBPyConnection, path: Path) -> CsvLines:
+    """Map the line numbers of the CSV file _read_csv read to the file's lines (CsvLines).
+
+    Only a file with a blank line, a rejected line or a value that spans lines needs reading
+    again, with Python's csv module in the dialect DuckDB detected. Where the two readers
+    would not agree on the file's rows, the reader's own numbers are kept.
+    """
+    try:
+        delimiter, quote, escape, skip_rows = con.execute(
+            "select Delimiter, Quote, Escape, SkipRows from sniff_csv(?, ignore_errors=true, "
+            "all_varchar=true, header=true, max_line_size=?)",
+            [str(path), MAX_LINE_BYTES],
+        ).fetchone()
+    except duckdb.Error:  # the rows were read: number them as the reader did
+        return CsvLines()
+    loaded = con.execute("select count(*) from _file").fetchone()[0]
+    quote = None if quote == "(empty)" else quote
+    escape = None if escape in ("(empty)", quote) else escape
+    plain = CsvLines(header=int(skip_rows) + 1)
+    rejected = {line for (line,) in con.execute("select distinct line from _rejects").fetchall()}
+    if len(delimiter) != 1 or not (rejected or _has_blank_line(path) or _spans_lines(con)):
+        return plain
+    blanks: list[int] = []
+    shifts: list[tuple[int, int]] = []
+    try:
+        csv.field_size_limit(max(csv.field_size_limit(), 2 * MAX_LINE_BYTES))
+        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
+            reader = csv.reader(
+                fh,
+                delimiter=delimiter,
+                quotechar=quote or '"',
+                quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
+                escapechar=escape,
+                doublequote=True,
+                strict=False,
+            )
+            line = shift = lines_read = 0
+            for record in reader:
+                line += 1
+                if lines_read - line + 1 != shift:
+                    shift = lines_read - line + 1
+                    shifts.append((line, shift))
+                if not record:
+                    blanks.append(line)
+                lines_read = reader.line_num
+    except (csv.Error, OSError, UnicodeError):
+        return plain
+    blanks = [b for b in blanks if b > plain.header]
+    data_lines = line - plain.header - len(blanks) - len(rejected)
+    if data_lines != loaded:
+        return plain
+    return CsvLines(header=plain.header, blanks=blanks, shifts=shifts)
+
+
+def _has_blank_line(path: Path) -> bool:
+    """Whether the file has an empty line after its first."""
+    tail = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 24):
+            edge = tail + chunk[:2]  # a blank line across the read boundary
+            if any(blank in part for part in (edge, chunk) for blank in (b"\n\n", b"\n\r\n")):
+                return True
+            tail = chunk[-2:]
+    return False
+
+
+def _spans_lines(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether a value of the rows read holds a line break (a quoted value over lines)."""
+    columns = [r[0] for r in con.execute("describe _file").fetchall()]
+    if not columns:
+        return False
+    quoted = ['"' + c.replace('"', '""') + '"' for c in columns]
+    breaks = " or ".join(f"contains({c}, chr(10)) or contains({c}, chr(13))" for c in quoted)
+    return con.execute(f"select exists (select 1 from _file where {breaks})").fetchone()[0]  # noqa: S608
 
 
 def _first_line(exc: BaseException) -> str:
