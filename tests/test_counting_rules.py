@@ -3,6 +3,7 @@
 As-of date D = 2025-06-30, so the as-of instant A = 2025-07-01 00:00 UTC. Day d's figure is
 at d + 1 day 00:00; month M closes at the first instant of M + 1 (June closes at A). Every
 expected figure below is worked out by hand from the events in the comment above it.
+How CSV rows are numbered for the quarantine is checked on the load alone, at the end.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 from conftest import Landing, build_warehouse, query
+
+from usercounts.load import load_landing
 
 AS_OF = date(2025, 6, 30)
 
@@ -552,3 +556,39 @@ def test_invariant_previous_plus_added_minus_removed_is_closing(warehouse: Path)
     )
     assert broken == []
     assert query(warehouse, "select count(*) from marts.plan_user_counts_monthly")[0][0] > 100
+
+
+USERS_HEADER = b"user_id,email,display_name,account_type,is_billable"
+
+
+def user_row(line: int, extra: bytes = b"") -> bytes:
+    """A good users row named after the file line it is written on (L<line>)."""
+    return b"L%d,l@x.test,Name,atlassian,true" % line + extra
+
+
+@pytest.mark.parametrize(
+    ("content", "rejected_lines"),
+    [
+        # a bare carriage return ends each line; line 3 is blank
+        (b"\r".join([USERS_HEADER, user_row(2), b"", user_row(4)]) + b"\r", []),
+        # a space before the opening quote of a value over two lines, then a blank line
+        (b"\n".join([USERS_HEADER, b'L2,l@x.test, "a\nb",atlassian,true', user_row(4), b"",
+                     user_row(6, b",surplus"), user_row(7)]), [6]),
+        # one column (the others missing): a blank line is a row of its own, not skipped
+        (b"\n".join([b"user_id", b"L2", b'"L3', b'x"', b"L5", b"", b"L7"]) + b"\n", []),
+    ],
+    ids=["bare-cr", "space-before-quote", "one-column"],
+)  # fmt: skip
+def test_csv_rows_are_numbered_by_the_file_line_they_start_on(
+    tmp_path: Path, content: bytes, rejected_lines: list[int]
+) -> None:
+    (tmp_path / "users").mkdir()
+    (tmp_path / "users" / "users.csv").write_bytes(content)
+    with duckdb.connect(str(tmp_path / "work.duckdb")) as con:
+        load_landing(con, tmp_path)
+        rows = con.execute("select user_id, _row_number from raw.users").fetchall()
+        rejects = con.execute("select row_number from raw.load_rejects order by 1").fetchall()
+    named = sorted((user.split("\n")[0], line) for user, line in rows if user is not None)
+    assert named == sorted((f"L{line}", line) for _, line in named), rows
+    assert len(named) == content.count(b"L") - len(rejected_lines)
+    assert [line for (line,) in rejects] == rejected_lines

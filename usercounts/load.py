@@ -412,62 +412,69 @@ def csv_lines(con: duckdb.DuckDBPyConnection, path: Path) -> CsvLines:
 
     Only a file with a blank line, a rejected line or a value that spans lines needs reading
     again, with Python's csv module in the dialect DuckDB detected. Where the two readers
-    would not agree on the file's rows, the reader's own numbers are kept.
+    would not agree on the file's rows, or anything goes wrong, the reader's own numbers
+    are kept: numbering never costs a file its rows.
     """
     try:
-        delimiter, quote, escape, skip_rows = con.execute(
-            "select Delimiter, Quote, Escape, SkipRows from sniff_csv(?, ignore_errors=true, "
-            "all_varchar=true, header=true, max_line_size=?)",
-            [str(path), MAX_LINE_BYTES],
-        ).fetchone()
-    except duckdb.Error:  # the rows were read: number them as the reader did
+        return _map_csv_lines(con, path)
+    except Exception:  # noqa: BLE001 - any failure here falls back to the reader's numbers
         return CsvLines()
-    loaded = con.execute("select count(*) from _file").fetchone()[0]
+
+
+def _map_csv_lines(con: duckdb.DuckDBPyConnection, path: Path) -> CsvLines:
+    delimiter, quote, escape, skip_rows = con.execute(
+        "select Delimiter, Quote, Escape, SkipRows from sniff_csv(?, ignore_errors=true, "
+        "all_varchar=true, header=true, max_line_size=?)",
+        [str(path), MAX_LINE_BYTES],
+    ).fetchone()
     quote = None if quote == "(empty)" else quote
     escape = None if escape in ("(empty)", quote) else escape
     plain = CsvLines(header=int(skip_rows) + 1)
+    loaded = con.execute("select count(*) from _file").fetchone()[0]
     rejected = {line for (line,) in con.execute("select distinct line from _rejects").fetchall()}
     if len(delimiter) != 1 or not (rejected or _has_blank_line(path) or _spans_lines(con)):
         return plain
+    # A file of one column reads a blank line as a row (an empty value), not as a blank.
+    one_column = len(con.execute("describe _file").fetchall()) == 1
     blanks: list[int] = []
     shifts: list[tuple[int, int]] = []
-    try:
-        csv.field_size_limit(max(csv.field_size_limit(), 2 * MAX_LINE_BYTES))
-        with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
-            reader = csv.reader(
-                fh,
-                delimiter=delimiter,
-                quotechar=quote or '"',
-                quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
-                escapechar=escape,
-                doublequote=True,
-                strict=False,
-            )
-            line = shift = lines_read = 0
-            for record in reader:
-                line += 1
-                if lines_read - line + 1 != shift:
-                    shift = lines_read - line + 1
-                    shifts.append((line, shift))
-                if not record:
-                    blanks.append(line)
-                lines_read = reader.line_num
-    except (csv.Error, OSError, UnicodeError):
-        return plain
+    # Values up to the reader's line limit (the setting is the process's; only ever raised).
+    csv.field_size_limit(max(csv.field_size_limit(), 2 * MAX_LINE_BYTES))
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        reader = csv.reader(
+            fh,
+            delimiter=delimiter,
+            quotechar=quote or '"',
+            quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
+            escapechar=escape,
+            doublequote=True,
+            skipinitialspace=True,  # DuckDB opens a quote after spaces too
+            strict=False,
+        )
+        line = shift = lines_read = 0
+        for record in reader:
+            line += 1
+            # the reader's line `line` starts on the file's line lines_read + 1
+            if lines_read + 1 - line != shift:
+                shift = lines_read + 1 - line
+                shifts.append((line, shift))
+            if not record and not one_column:
+                blanks.append(line)
+            lines_read = reader.line_num
     blanks = [b for b in blanks if b > plain.header]
-    data_lines = line - plain.header - len(blanks) - len(rejected)
-    if data_lines != loaded:
+    if line - plain.header - len(blanks) - len(rejected) != loaded:
         return plain
     return CsvLines(header=plain.header, blanks=blanks, shifts=shifts)
 
 
 def _has_blank_line(path: Path) -> bool:
-    """Whether the file has an empty line after its first."""
+    """Whether the file has an empty line after its first (or one inside a quoted value)."""
+    blank_lines = (b"\n\n", b"\n\r\n", b"\r\r")
     tail = b""
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 24):
             edge = tail + chunk[:2]  # a blank line across the read boundary
-            if any(blank in part for part in (edge, chunk) for blank in (b"\n\n", b"\n\r\n")):
+            if any(blank in part for part in (edge, chunk) for blank in blank_lines):
                 return True
             tail = chunk[-2:]
     return False
