@@ -43,18 +43,33 @@ bootstrap() {
 lint() {
   .venv/bin/ruff check .
   .venv/bin/ruff format --check .
-  # The dbt templater connects to a database: an empty scratch one, so that the result does
-  # not depend on (and never locks) a working database a run left in data/. With no tables
-  # is_incremental() is false: the incremental branches are linted by hand after a run
-  # (USERCOUNTS_WORK_DB=data/.warehouse.work.duckdb .venv/bin/sqlfluff lint models).
-  local scratch
+  # The dbt templater connects to a database, and is_incremental() decides which branch of
+  # an incremental model it lints. Twice, on scratch databases, so that the result does not
+  # depend on (and never locks) a working database a run left in data/: empty (the full
+  # build's branches), then after a build of the demo data (the incremental branches).
+  local scratch status=0
   scratch="$(mktemp -d)"
-  USERCOUNTS_WORK_DB="$scratch/lint.duckdb" \
-    .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor || {
-    rm -rf "$scratch"
-    return 1
-  }
+  lint_models "$scratch" || status=$?
   rm -rf "$scratch"
+  return "$status"
+}
+
+lint_models() {
+  USERCOUNTS_WORK_DB="$1/empty.duckdb" \
+    .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor &&
+    .venv/bin/python - "$1/built" <<'PY' &&
+import sys
+from pathlib import Path
+
+from usercounts import pipeline
+from usercounts.config import Settings, today_utc
+
+settings = Settings(database=Path(sys.argv[1]) / "warehouse.duckdb")
+pipeline.load(settings)
+pipeline.build(settings, today_utc())
+PY
+    USERCOUNTS_WORK_DB="$1/built/.warehouse.work.duckdb" \
+      .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor
 }
 
 command="${1:-}"

@@ -9,12 +9,16 @@
 -- rebuilds from scratch).
 with
 
-users as (
+base_users as (
     select * from {{ ref('base_landing__users') }}
-    where quarantine_reason is null
-    {%- if is_incremental() %}
-        and load_id > {{ previous_load_id() }}
+    {% if is_incremental() -%}
+        where load_id > {{ previous_load_id() }}
     {%- endif %}
+),
+
+users as (
+    select * from base_users
+    where quarantine_reason is null
 ),
 
 deduplicated as (

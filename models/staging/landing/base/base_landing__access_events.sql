@@ -75,14 +75,17 @@ first_reads as (
     group by event_id
 ),
 
-{% if is_incremental() -%}
 read_before as (
     -- event_ids whose first read is already in the table: the new copies do not count
-    select event_id from {{ this }}
-    where is_first_read and event_id in (select usable.event_id from usable)
+    {% if is_incremental() -%}
+        select event_id from {{ this }}
+        where is_first_read and event_id in (select usable.event_id from usable)
+    {%- else -%}
+        select event_id from usable
+        where false
+    {%- endif %}
 ),
 
-{% endif -%}
 final as (
     select
         checked.*,
@@ -91,9 +94,8 @@ final as (
             first_reads.first_read is null
             or (checked.file_name, checked.row_number) = first_reads.first_read
         )
-        {%- if is_incremental() %}
-            and checked.event_id not in (select read_before.event_id from read_before)
-        {%- endif %} as is_first_read
+        and checked.event_id not in (select read_before.event_id from read_before)
+            as is_first_read
     from checked
     left join first_reads on checked.event_id = first_reads.event_id
 )
