@@ -46,11 +46,15 @@ lint() {
   # The dbt templater connects to a database, and is_incremental() decides which branch of
   # an incremental model it lints. Twice, on scratch databases, so that the result does not
   # depend on (and never locks) a working database a run left in data/: empty (the full
-  # build's branches), then after a build of the demo data (the incremental branches).
+  # build's branches), then after a build of the demo data (the is_incremental() branches).
+  # Branches that also need previous_build() stay unlinted: it reads the last build only
+  # under `dbt build`/`dbt run`, never when sqlfluff compiles.
   local scratch status=0
   scratch="$(mktemp -d)"
+  trap 'rm -rf "$scratch"' EXIT
   lint_models "$scratch" || status=$?
   rm -rf "$scratch"
+  trap - EXIT
   return "$status"
 }
 
@@ -62,9 +66,10 @@ import sys
 from pathlib import Path
 
 from usercounts import pipeline
-from usercounts.config import Settings, today_utc
+from usercounts.config import DEMO_LANDING, Settings, today_utc
 
-settings = Settings(database=Path(sys.argv[1]) / "warehouse.duckdb")
+# The demo data whatever USERCOUNTS_LANDING says: the lint must not depend on the shell.
+settings = Settings(landing=DEMO_LANDING, database=Path(sys.argv[1]) / "warehouse.duckdb")
 pipeline.load(settings)
 pipeline.build(settings, today_utc())
 PY

@@ -9,7 +9,7 @@
 {#- The last successful build: {'load_id': N, 'as_of_date': 'YYYY-MM-DD'}, or none when
     this build starts from scratch (no build yet, or dbt --full-refresh). Only `dbt build`
     and `dbt run` read it: compiling (sqlfluff, dbt compile) shows the full-build SQL and
-    needs no database. -#}
+    needs no database, so sqlfluff never lints the SQL that depends on it. -#}
 {% macro previous_build() %}
     {%- if not execute or flags.FULL_REFRESH or flags.WHICH not in ('build', 'run') -%}
         {{ return(none) }}
