@@ -68,6 +68,14 @@ COUNT_PATH = (
     "plan_user_counts_daily",
     "plan_user_counts_monthly",
 )
+# The targets of issue #8 (BENCHMARKS.md), each "at most", and the size each is set at.
+TARGET_USERS = 1_000_000
+FIRST_RUN_SECONDS = 60.0
+PEAK_RSS_GIB = 4.0
+BUILD_PER_BASELINE = 1.0
+NIGHT_SHARE = 0.20
+LARGE_USERS = 10_000_000
+LARGE_PEAK_RSS_GIB = 24.0
 # The steps of a nightly run, in order, with the attribute that runs each (None: built in).
 OPTIONAL_STEPS = {
     "quality checks (raw)": ("usercounts.pipeline", "validate_raw"),
@@ -176,9 +184,9 @@ def load_average() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def source_folder(users: int, nights: int, seed: int) -> Path:
+def source_folder(data: Path, users: int, nights: int, seed: int) -> Path:
     """The generated landing data for a size, generated once and kept."""
-    folder = DATA / f"users-{users}" / "source"
+    folder = data / f"users-{users}" / "source"
     stamp = folder / ".generated.json"
     wanted = {"users": users, "daily_files": nights, "seed": seed, "end": str(END_DATE)}
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
@@ -373,12 +381,17 @@ def gib(n: int) -> str:
 
 
 def bench_size(
-    users: int, nights: int, seed: int, with_flow: bool, server: PrefectServer | None
+    data: Path,
+    users: int,
+    nights: int,
+    seed: int,
+    with_flow: bool,
+    server: PrefectServer | None,
 ) -> dict[str, Any]:
     """Every measurement for one size."""
     print(f"\n== {users:,} users (load average {load_average()})", flush=True)
-    source = source_folder(users, nights, seed)
-    work = DATA / f"users-{users}" / "run"
+    source = source_folder(data, users, nights, seed)
+    work = data / f"users-{users}" / "run"
     shutil.rmtree(work, ignore_errors=True)
     landing, home = work / "landing", work / "home"
     first_day = END_DATE - timedelta(days=nights - 1)  # the first nightly file's day
@@ -427,6 +440,83 @@ def bench_size(
         "loaded_events": sum(r.new_events for r in runs),
         "load_average_end": load_average(),
     }
+
+
+def verdict(measured: float, limit: float) -> str:
+    """Whether a figure meets its "at most" target, and if not by how much."""
+    if measured <= limit:
+        return "met"
+    if measured < 2 * limit:
+        return f"missed by {measured / limit - 1:.0%}"
+    return f"missed by {measured / limit:.1f}x"
+
+
+def target_lines(res: dict[str, Any]) -> list[str]:
+    """The targets set at this size, each measured and judged (none at other sizes)."""
+    runs: list[Run] = res["runs"]
+    full, night = runs[0], runs[1] if len(runs) > 2 else None
+    flows = [res[key] for key in ("flow_first", "flow", "served") if res[key]]
+    peak = max([r.peak_rss for r in runs] + [f[2] for f in flows]) / 2**30
+    rows = []
+    if res["users"] == TARGET_USERS:
+        rows.append(
+            (
+                f"first run <= {FIRST_RUN_SECONDS:.0f} s wall (the steps)",
+                f"{full.wall:.1f} s",
+                verdict(full.wall, FIRST_RUN_SECONDS),
+            )
+        )
+        if res["flow_first"]:
+            wall = res["flow_first"][0]
+            rows.append(
+                (
+                    "the same through `usercounts run` (temporary Prefect server)",
+                    f"{wall:.1f} s",
+                    verdict(wall, FIRST_RUN_SECONDS),
+                )
+            )
+        rows.append(
+            (f"peak RSS <= {PEAK_RSS_GIB:.0f} GiB", f"{peak:.2f} GiB", verdict(peak, PEAK_RSS_GIB))
+        )
+        ratio = full.steps["dbt build"] / res["baseline_full"][0]
+        rows.append(
+            (
+                f"dbt build / baseline <= {BUILD_PER_BASELINE:.1f}, first run",
+                f"{ratio:.2f}",
+                verdict(ratio, BUILD_PER_BASELINE),
+            )
+        )
+        if night:
+            ratio = night.steps["dbt build"] / res["baseline_last"][0]
+            rows.append(
+                (
+                    f"dbt build / baseline <= {BUILD_PER_BASELINE:.1f}, a night",
+                    f"{ratio:.2f}",
+                    verdict(ratio, BUILD_PER_BASELINE),
+                )
+            )
+            share = night.wall / full.wall
+            rows.append(
+                (
+                    f"a night adding one day <= {NIGHT_SHARE:.0%} of the first run",
+                    f"{night.wall:.1f} s = {share:.0%}",
+                    verdict(share, NIGHT_SHARE),
+                )
+            )
+    if res["users"] == LARGE_USERS:
+        rows.append(
+            (
+                f"peak RSS <= {LARGE_PEAK_RSS_GIB:.0f} GiB",
+                f"{peak:.2f} GiB",
+                verdict(peak, LARGE_PEAK_RSS_GIB),
+            )
+        )
+    if not rows:
+        return []
+    # the bench stops before its report if any balance differs
+    rows.append(("month-end balances equal to the baseline's", "equal", "met"))
+    lines = ["", "| target | measured | |", "|---|---|---|"]
+    return lines + [f"| {what} | {measured} | {judged} |" for what, measured, judged in rows]
 
 
 def report(results: list[dict[str, Any]], info: dict[str, str], started_load: str) -> str:
@@ -490,7 +580,8 @@ def report(results: list[dict[str, Any]], info: dict[str, str], started_load: st
                     + ", ".join(f"{k} {v:.1f}s" for k, v in flow_steps.items())
                     + f"); Prefect and process start {wall - inside:.1f}s; peak {gib(peak)}"
                 )
-        lines += [f"- load average at the end: {res['load_average_end']}", ""]
+        lines.append(f"- load average at the end: {res['load_average_end']}")
+        lines += [*target_lines(res), ""]
     return "\n".join(lines)
 
 
@@ -506,6 +597,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also run `usercounts run` against a `prefect server start` the bench starts",
     )
     parser.add_argument("--out", type=Path, help="also write the Markdown report here")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DATA,
+        help=f"where the generated data and the runs are kept (default {DATA})",
+    )
     args = parser.parse_args(argv)
     if args.nights < 1:
         parser.error("--nights must be at least 1")
@@ -513,13 +610,14 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
         # As installed by dev.sh (bytecode compiled): dbt and Prefect import in about half the
         # time. Without it every run compiles their modules again (about +1.5 s per process).
-        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(DATA / "pycache"))
+        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(args.data / "pycache"))
         print(f"bytecode cached in {os.environ['PYTHONPYCACHEPREFIX']}", flush=True)
     info, started_load = machine(), load_average()
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(PrefectServer()) if args.prefect_server else None
         results = [
-            bench_size(n, args.nights, args.seed, not args.no_flow, server) for n in args.users
+            bench_size(args.data, n, args.nights, args.seed, not args.no_flow, server)
+            for n in args.users
         ]
     text = report(results, info, started_load)
     print("\n" + text)

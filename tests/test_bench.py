@@ -1,0 +1,120 @@
+"""Tests for the benchmark script (bench/run_bench.py): it runs, and it judges the targets.
+
+Its figures are measurements, never asserted here (speed lives in the benchmark, not in
+timed tests); what is tested is that a small run completes, compares its balances with the
+hand-written baseline and reports every step, and that a missed target says by how much.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from usercounts.config import PROJECT_ROOT
+
+BENCH = PROJECT_ROOT / "bench" / "run_bench.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("run_bench", BENCH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_small_benchmark_runs_every_step_and_matches_the_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "report.md"
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--users", "2000", "--nights", "1", "--no-flow"]
+        + ["--data", str(tmp_path / "data"), "--out", str(out)],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    text = out.read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| run |"))
+    for step in ("load", "dbt build", "notify", "publish", "report", "peak RSS", "rows/s"):
+        assert f"| {step} |" in header
+    labels = [line.split(" | ")[0] for line in text.splitlines()]
+    assert [label for label in labels if label.startswith(("| first", "| night", "| empty"))] == [
+        "| first run (full build)",
+        "| night 1 (+1 day of events)",
+        "| empty night (no new files)",
+    ]
+    assert "not built yet" not in text  # every step of this checkout was timed
+    assert "build modes: full rebuild (first build of this warehouse), incremental" in text
+    assert "closing balances equal marts.plan_user_counts_monthly" in text
+    assert "| target |" not in text  # no target is set at 2,000 users
+
+
+@pytest.mark.parametrize(
+    ("measured", "limit", "expected"),
+    [
+        (54.9, 60.0, "met"),
+        (60.0, 60.0, "met"),
+        (65.3, 60.0, "missed by 9%"),
+        (0.54, 0.20, "missed by 2.7x"),
+        (5.03, 1.0, "missed by 5.0x"),
+    ],
+)
+def test_a_missed_target_says_by_how_much(
+    bench: ModuleType, measured: float, limit: float, expected: str
+) -> None:
+    assert bench.verdict(measured, limit) == expected
+
+
+def result(bench: ModuleType, users: int, first: float, night: float, peak_gib: float) -> Any:
+    gib = 2**30
+    runs = [
+        bench.Run("first run", date(2026, 11, 19), {"dbt build": 30.0}, wall=first),
+        bench.Run("night 1", date(2026, 11, 20), {"dbt build": 12.0}, wall=night),
+        bench.Run("empty night", date(2026, 11, 21), {"dbt build": 11.0}, wall=night),
+    ]
+    runs[1].peak_rss = int(peak_gib * gib)
+    return {
+        "users": users,
+        "runs": runs,
+        "baseline_full": (6.0, gib, 0),
+        "baseline_last": (6.0, gib, 0),
+        "flow_first": (65.0, {}, gib),
+        "flow": None,
+        "served": None,
+    }
+
+
+def test_targets_are_judged_at_the_size_they_are_set_at(bench: ModuleType) -> None:
+    lines = bench.target_lines(result(bench, 1_000_000, first=55.0, night=27.5, peak_gib=2.5))
+    judged = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[-1] for line in lines[3:]}
+    assert judged == {
+        "first run <= 60 s wall (the steps)": "met |",
+        "the same through `usercounts run` (temporary Prefect server)": "missed by 8% |",
+        "peak RSS <= 4 GiB": "met |",
+        "dbt build / baseline <= 1.0, first run": "missed by 5.0x |",
+        "dbt build / baseline <= 1.0, a night": "missed by 2.0x |",
+        "a night adding one day <= 20% of the first run": "missed by 2.5x |",
+        "month-end balances equal to the baseline's": "met |",
+    }
+
+    large = bench.target_lines(result(bench, 10_000_000, first=470.0, night=200.0, peak_gib=25.0))
+    assert [line.split(" | ")[0] for line in large[3:]] == [
+        "| peak RSS <= 24 GiB",
+        "| month-end balances equal to the baseline's",
+    ]
+    assert large[3].endswith("| 25.00 GiB | missed by 4% |")
+
+    assert bench.target_lines(result(bench, 100_000, first=16.0, night=10.0, peak_gib=1.0)) == []
