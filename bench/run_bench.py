@@ -18,9 +18,10 @@ and then:
    (incremental), then an empty night (no new files, as-of the next day);
 4. the baseline again on the final landing folder, compared with the incremental warehouse;
 5. the real flow (`usercounts run`, Prefect's temporary server, PREFECT_HOME kept in
-   bench/data/prefect-home): a first run on a new data folder and another empty night,
-   what Prefect adds to a run; with --prefect-server once more against a `prefect server
-   start` the bench runs meanwhile (its memory is not counted: it is not the job);
+   bench/data/prefect-home or under --data): a first run on a new data folder and another
+   empty night, what Prefect adds to a run; with --prefect-server once more against a
+   `prefect server start` the bench runs meanwhile (its memory is not counted: it is not
+   the job);
 6. the targets set at this size (1M users; 10M for memory): met, or missed by how much.
 
 Reported per run: wall time per step (steps this branch does not have are named), CPU
