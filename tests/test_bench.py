@@ -75,6 +75,7 @@ def test_a_small_benchmark_runs_every_step_and_matches_the_baseline(tmp_path: Pa
         (60.0, 60.0, "met"),
         (60.1, 60.0, "missed by 1%"),
         (65.3, 60.0, "missed by 9%"),
+        (66.0, 60.0, "missed by 10%"),
         (0.399, 0.20, "missed by 100%"),
         (0.54, 0.20, "missed: 2.7x the target"),
         (5.03, 1.0, "missed: 5.0x the target"),
