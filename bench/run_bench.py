@@ -643,11 +643,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.nights < 1:
         parser.error("--nights must be at least 1")
     quiet_tool_defaults()
-    if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
-        # As installed by dev.sh (bytecode compiled): dbt and Prefect import in about half the
-        # time. Without it every run compiles their modules again (about +1.5 s per process).
-        os.environ.setdefault("PYTHONPYCACHEPREFIX", str(args.data / "pycache"))
-        print(f"bytecode cached in {os.environ['PYTHONPYCACHEPREFIX']}", flush=True)
     info, started_load = machine(), load_average()
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(PrefectServer(args.data)) if args.prefect_server else None

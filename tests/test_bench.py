@@ -39,12 +39,7 @@ def test_a_small_benchmark_runs_every_step_and_matches_the_baseline(tmp_path: Pa
         [sys.executable, str(BENCH), "--users", "2000", "--nights", "1", "--no-flow"]
         + ["--data", str(tmp_path / "data"), "--out", str(out)],
         cwd=PROJECT_ROOT,
-        # without PYTHONDONTWRITEBYTECODE the bench keeps the venv's compiled bytecode
-        # (with it, it compiles everything again under --data)
-        env={
-            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-            "PYTHONPATH": str(PROJECT_ROOT),
-        },
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
         capture_output=True,
         text=True,
         timeout=300,
