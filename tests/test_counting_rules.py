@@ -592,3 +592,24 @@ def test_csv_rows_are_numbered_by_the_file_line_they_start_on(
     assert named == sorted((f"L{line}", line) for _, line in named), rows
     assert len(named) == content.count(b"L") - len(rejected_lines)
     assert [line for (line,) in rejects] == rejected_lines
+
+
+def test_quotes_first_used_after_the_csv_readers_sample_are_read_as_quotes(
+    tmp_path: Path,
+) -> None:
+    # DuckDB guesses a CSV file's quoting from its first 20,480 rows unless told otherwise;
+    # here the first quoted values come after 21,000 rows.
+    lines = [USERS_HEADER, *(user_row(line) for line in range(2, 21_002))]
+    lines += [b'Q1,q@x.test,"Doe, Jane",atlassian,false', b'"",q@x.test,Empty,atlassian,true']
+    (tmp_path / "users").mkdir()
+    (tmp_path / "users" / "users.csv").write_bytes(b"\n".join(lines) + b"\n")
+    with duckdb.connect(str(tmp_path / "work.duckdb")) as con:
+        load_landing(con, tmp_path)
+        quoted = con.execute(
+            "select user_id, display_name, is_billable, _row_number from raw.users "
+            "where email = 'q@x.test' order by _row_number"
+        ).fetchall()
+        rejects = con.execute("select count(*) from raw.load_rejects").fetchone()
+    # the empty quoted user_id is read as missing (the base model quarantines the row)
+    assert quoted == [("Q1", "Doe, Jane", "false", 21_002), (None, "Empty", "true", 21_003)]
+    assert rejects == (0,)

@@ -52,6 +52,12 @@ FORMATS = {".csv": "csv", ".parquet": "parquet"}
 ORDERED_SOURCES: tuple[str, ...] = ("access_events", "users")
 # A CSV line longer than this is rejected as a row rather than failing the whole file.
 MAX_LINE_BYTES = 16 * 1024 * 1024
+# How DuckDB reads a CSV file's dialect: comma-separated (the contract), quoting detected
+# from every row. By default it samples the first 20,480 rows, and a file whose first quoted
+# value comes later was read without quotes ("" as a user id, "Doe, Jane" as two values).
+# Fixing the quote instead makes the detection fail on a file with an unclosed quote, which
+# is then rejected whole rather than row by row.
+CSV_DIALECT = "delim=',', sample_size=-1"
 
 
 @dataclass
@@ -323,13 +329,15 @@ def _read_csv(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     con.execute("drop table if exists _reject_scans")
     # parallel=false keeps rows in file order, so each good row's line can be recovered
     # from its position and the lines the reader rejected.
-    con.execute(
-        "create or replace temp table _file as select * from read_csv(?, all_varchar=true, "
-        "header=true, auto_detect=true, store_rejects=true, rejects_table='_rejects', "
-        "rejects_scan='_reject_scans', parallel=false, max_line_size=?, "
-        "rejects_line_size_limit=200)",
-        [str(path), MAX_LINE_BYTES],
+    # CSV_DIALECT is a constant of this module
+    read = (
+        "create or replace temp table _file as select * "  # noqa: S608
+        "from read_csv(?, all_varchar=true, "
+        f"header=true, auto_detect=true, {CSV_DIALECT}, store_rejects=true, "
+        "rejects_table='_rejects', rejects_scan='_reject_scans', parallel=false, "
+        "max_line_size=?, rejects_line_size_limit=200)"
     )
+    con.execute(read, [str(path), MAX_LINE_BYTES])
 
 
 def _insert_csv(
@@ -423,8 +431,9 @@ def csv_lines(con: duckdb.DuckDBPyConnection, path: Path) -> CsvLines:
 
 def _map_csv_lines(con: duckdb.DuckDBPyConnection, path: Path) -> CsvLines:
     delimiter, quote, escape, skip_rows = con.execute(
-        "select Delimiter, Quote, Escape, SkipRows from sniff_csv(?, ignore_errors=true, "
-        "all_varchar=true, header=true, max_line_size=?)",
+        "select Delimiter, Quote, Escape, SkipRows "  # noqa: S608 - CSV_DIALECT is a constant
+        "from sniff_csv(?, ignore_errors=true, "
+        f"all_varchar=true, header=true, {CSV_DIALECT}, max_line_size=?)",
         [str(path), MAX_LINE_BYTES],
     ).fetchone()
     quote = None if quote == "(empty)" else quote
