@@ -613,3 +613,24 @@ def test_quotes_first_used_after_the_csv_readers_sample_are_read_as_quotes(
     # the empty quoted user_id is read as missing (the base model quarantines the row)
     assert quoted == [("Q1", "Doe, Jane", "false", 21_002), (None, "Empty", "true", 21_003)]
     assert rejects == (0,)
+
+
+def test_an_unclosed_quote_after_the_csv_readers_sample_loses_no_row(tmp_path: Path) -> None:
+    # With the quote character fixed instead of detected, DuckDB's reader drops every row
+    # after an unclosed quote that comes after its sample, and rejects none of them.
+    lines = [USERS_HEADER, *(user_row(line) for line in range(2, 21_002))]
+    lines += [b'L21002,"l@x.test,Name,atlassian,true', user_row(21_003), user_row(21_004)]
+    (tmp_path / "users").mkdir()
+    (tmp_path / "users" / "users.csv").write_bytes(b"\n".join(lines) + b"\n")
+    with duckdb.connect(str(tmp_path / "work.duckdb")) as con:
+        load_landing(con, tmp_path)
+        last = con.execute(
+            "select user_id, email, _row_number from raw.users "
+            "where _row_number > 21_001 order by _row_number"
+        ).fetchall()
+    # the row is read as it is, and the rows after it count
+    assert last == [
+        ("L21002", '"l@x.test', 21_002),
+        ("L21003", "l@x.test", 21_003),
+        ("L21004", "l@x.test", 21_004),
+    ]
