@@ -88,3 +88,124 @@
         )
     {%- endif -%}
 {%- endmacro %}
+
+{#- A pre-hook for user_last_seen and counted_users: delete the rows of the users in
+    int_users_changed, which the model then computes again; or every row (the model then
+    computes them all, as it does whenever it starts empty) when plan rows were loaded
+    since the last build, when a plan's org in force at A is not the one its rows show, or,
+    with `admins`, when org_admins rows were loaded (is_org_admin). -#}
+{% macro delete_user_rows_to_recompute(admins=false) -%}
+    {%- set previous = previous_build() if is_incremental() else none -%}
+    {%- if previous is none -%}
+        select 1
+    {%- else -%}
+        delete from {{ this }}
+        where user_id in (select changed.user_id from {{ ref('int_users_changed') }} as changed)
+        or exists (
+            select 1 from {{ ref('base_landing__plans') }}
+            where load_id > {{ previous.load_id }}
+        )
+        or exists (
+            select 1
+            from {{ this }} as built
+            inner join {{ ref('int_plans_as_of') }} as plans on built.plan_id = plans.plan_id
+            where built.org_id <> plans.org_id
+        )
+        {%- if admins %}
+        or exists (
+            select 1 from {{ ref('base_landing__org_admins') }}
+            where load_id > {{ previous.load_id }}
+        )
+        {%- endif %}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The incremental filter of user_last_seen and counted_users: the users to compute again,
+    or everyone when the pre-hook emptied the table (or it was empty). -#}
+{% macro is_user_to_recompute(user_id) -%}
+    ({{ user_id }} in (select changed.user_id from {{ ref('int_users_changed') }} as changed)
+    or not exists (select 1 from {{ this }}))
+{%- endmacro %}
+
+{#- The usable last-seen observations before A that the last build did not see: loaded
+    since, or uncovered by the later as-of instant. -#}
+{% macro last_seen_not_yet_built(previous) -%}
+    select
+        instance_id,
+        user_id,
+        last_seen_at
+    from {{ ref('base_landing__last_seen') }}
+    where
+        quarantine_reason is null
+        and last_seen_at < {{ as_of_instant() }}
+        and (
+            load_id > {{ previous.load_id }}
+            or last_seen_at >= cast(cast('{{ previous.as_of_date }}' as date) + 1 as timestamp)
+        )
+{%- endmacro %}
+
+{#- A post-hook for user_last_seen. The latest observation wins, so last-seen observations
+    the last build did not see (loaded since, or uncovered by the new as-of instant) can
+    only raise last_seen_at: they do so in place, for users not computed again (a nightly
+    feed touches most users; rewriting all their rows cost more than the whole table). -#}
+{% macro raise_last_seen() -%}
+    {%- set previous = previous_build() if is_incremental() else none -%}
+    {%- if previous is none -%}
+        select 1
+    {%- else -%}
+        update {{ this }} as built
+        set last_seen_at = seen.last_seen_at
+        from (
+            select
+                instance_id,
+                user_id,
+                max(last_seen_at) as last_seen_at
+            from ({{ last_seen_not_yet_built(previous) }}) as unseen
+            group by instance_id, user_id
+        ) as seen
+        where
+            built.instance_id = seen.instance_id
+            and built.user_id = seen.user_id
+            and (built.last_seen_at is null or built.last_seen_at < seen.last_seen_at)
+    {%- endif -%}
+{%- endmacro %}
+
+{#- A post-hook of the incremental marts with day counts: `days` maps each column to the
+    timestamp it counts the days from, up to the as-of date D. They grow by one a day on
+    every row, whichever rows the build computed, so every row gets them again. -#}
+{% macro update_days_to_as_of(days) -%}
+    update {{ this }} set
+    {%- for column, since in days.items() %}
+        {{ column }} = {{ as_of_date() }} - cast({{ since }} as date){{ ',' if not loop.last }}
+    {%- endfor %}
+{%- endmacro %}
+
+{#- A post-hook for counted_users: a plan's last_seen_at is the latest of its instances' in
+    user_last_seen, whose post-hook may have raised some in place (for users with
+    observations the last build did not see); inactive_since follows. -#}
+{% macro raise_plan_last_seen() -%}
+    {%- set previous = previous_build() if is_incremental() else none -%}
+    {%- if previous is none -%}
+        select 1
+    {%- else -%}
+        update {{ this }} as built
+        set
+            last_seen_at = seen.last_seen_at,
+            inactive_since = greatest(seen.last_seen_at, built.access_since)
+        from (
+            select
+                plan_id,
+                user_id,
+                max(last_seen_at) as last_seen_at
+            from {{ ref('user_last_seen') }}
+            where user_id in (
+                select unseen.user_id from ({{ last_seen_not_yet_built(previous) }}) as unseen
+            )
+            group by plan_id, user_id
+        ) as seen
+        where
+            built.plan_id = seen.plan_id
+            and built.user_id = seen.user_id
+            and built.last_seen_at is distinct from seen.last_seen_at
+    {%- endif -%}
+{%- endmacro %}

@@ -9,8 +9,10 @@ Night 1 (D1 = 2025-01-31) loads plans P1, P2; instances I1, I2 (P1) and I3 (P2);
 Night 2 (D2 = 2025-02-28) brings a new events file with e8 (a revoke), a duplicate of e2 (a
 different user on I3: must be ignored, the first read wins), e9 dated in January (late) and
 e10 dated in March (after D2); a late instances file that declares I4 (events since
-January) and moves I2 from P1 to P2; and a users file that makes u1 not billable.
-Night 3 (D3 = 2025-03-31) brings nothing new but moves the as-of date (e10 appears).
+January) and moves I2 from P1 to P2; and a users file that makes u1 not billable and gives
+u3 (no new event) an email.
+Night 3 (D3 = 2025-03-31) brings nothing new but moves the as-of date (e10 appears, and
+the last-seen of u2 on I2 on March 20, in night 1's file).
 
 At A = 2025-04-01: I1 has u1 revoked (e8), u2 invited (e2), u5 revoked (e7); I2 has u2
 active (e3) and u1 invited (e9); I3 has u3 and u5 (e10) active; I4 has u4 active (e5).
@@ -68,7 +70,12 @@ def night_1(landing: Landing) -> None:
         ],
         name="ev_2025-01.csv",
     )
-    landing.write("last_seen", [], name="ls_1.csv")
+    # Seen after D2: only the as-of date of night 3 uncovers it.
+    landing.write(
+        "last_seen",
+        [{"instance_id": "I2", "user_id": "u2", "last_seen_at": "2025-03-20T10:00:00Z"}],
+        name="ls_1.csv",
+    )
 
 
 def night_2(landing: Landing) -> None:
@@ -90,9 +97,13 @@ def night_2(landing: Landing) -> None:
     )
     landing.write(
         "users",
-        [{"user_id": "u1", "account_type": "atlassian", "is_billable": "false"}],
+        [
+            {"user_id": "u1", "account_type": "atlassian", "is_billable": "false"},
+            {"user_id": "u3", "email": "u3@new.example", "account_type": "atlassian",
+             "is_billable": "false"},
+        ],
         name="u_2.csv",
-    )
+    )  # fmt: skip
     landing.write(
         "last_seen",
         [{"instance_id": "I3", "user_id": "u3", "last_seen_at": "2025-02-20T10:00:00Z"}],
@@ -100,13 +111,13 @@ def night_2(landing: Landing) -> None:
     )
 
 
-def night_with_events(nights: dict, name: str, events: list[dict[str, str]]) -> bool:
-    """A night at D3 that brings one events file; True when it rebuilt from scratch.
+def night_with_file(nights: dict, source: str, name: str, rows: list[dict[str, str]]) -> bool:
+    """A night at D3 that brings one file of a source; True when it rebuilt from scratch.
 
     Also checks that its marts equal a rebuild from scratch of the same landing folder.
     """
     settings = nights["settings"]
-    nights["landing"].write("access_events", events, name=name)
+    nights["landing"].write(source, rows, name=name)
     build_warehouse(settings.landing, settings.home, D3)
     rebuilt = build_warehouse(settings.landing, settings.home.parent / f"scratch_{name}", D3)
     assert canonical_dump(settings.published_path) == canonical_dump(rebuilt.published_path)
@@ -159,6 +170,16 @@ def test_a_night_with_a_late_instance_and_a_duplicate_equals_a_rebuild(nights: d
     assert nights["after_2"] == nights["scratch_2"]
 
 
+def test_a_users_row_alone_reaches_the_user_rows(nights: dict) -> None:
+    published = nights["settings"].published_path
+    emails = query(
+        published,
+        "select distinct email from marts.user_last_seen where user_id = 'u3' union all "
+        "select distinct email from marts.counted_users where user_id = 'u3'",
+    )
+    assert emails == [("u3@new.example",), ("u3@new.example",)]
+
+
 def test_a_night_with_no_new_files_equals_a_rebuild(nights: dict) -> None:
     assert nights["after_3"] == nights["scratch_3"]
 
@@ -180,6 +201,18 @@ def test_hand_worked_figures(nights: dict) -> None:
         ("P1", "01", 3), ("P1", "02", 1), ("P1", "03", 1),
         ("P2", "01", 4), ("P2", "02", 4), ("P2", "03", 5),
     ]  # fmt: skip
+    # Uncovered by the as-of date alone (u2 has no change of its own on night 3).
+    seen = query(
+        published,
+        "select plan_id, strftime(last_seen_at, '%m-%d'), days_since_last_seen "
+        "from marts.user_last_seen where user_id = 'u2' and instance_id = 'I2'",
+    )
+    assert seen == [("P2", "03-20", 11)]
+    assert query(
+        published,
+        "select strftime(last_seen_at, '%m-%d'), days_since_last_seen "
+        "from marts.counted_users where user_id = 'u2' and plan_id = 'P2'",
+    ) == [("03-20", 11)]
     # The duplicate of e2 (u6 on I3) is not an event of its own.
     assert query(published, "select count(*) from marts.user_last_seen where user_id = 'u6'") == [
         (0,)
@@ -229,7 +262,7 @@ def test_a_night_with_only_a_late_event_recomputes_from_its_day(nights: dict) ->
     # Dated February 20 (before the last build's as-of date), in a file read after the others:
     # u2, invited on I1, is active there from that day.
     late = [ev("e11", "2025-02-20T09:00:00Z", "I1", "u2", "grant")]
-    assert night_with_events(nights, "ev_2025-03.csv", late) is False
+    assert night_with_file(nights, "access_events", "ev_2025-03.csv", late) is False
     invited = query(
         nights["settings"].published_path,
         "select strftime(day, '%m-%d'), invited_count from marts.plan_user_counts_daily "
@@ -238,10 +271,20 @@ def test_a_night_with_only_a_late_event_recomputes_from_its_day(nights: dict) ->
     assert invited == [("02-19", 1), ("02-20", 0)]
 
 
+def test_an_org_admins_file_alone_reaches_counted_users(nights: dict) -> None:
+    # u3's email (night 2) is now an admin's of O1: no event, users row or plan is new.
+    admins = [{"org_id": "O1", "email": "U3@new.example", "display_name": "U3"}]
+    assert night_with_file(nights, "org_admins", "oa_2025-03.csv", admins) is False
+    assert query(
+        nights["settings"].published_path,
+        "select plan_id, user_id from marts.counted_users where is_org_admin",
+    ) == [("P2", "u3")]
+
+
 def test_a_new_file_sorting_before_loaded_ones_rebuilds(nights: dict) -> None:
     # Read before ev_2025-01.csv: its copy of e1 (u3 on I1) is now the event that counts.
     earlier = [ev("e1", "2025-01-05T09:00:00Z", "I1", "u3", "grant")]
-    assert night_with_events(nights, "ev_2024-12.csv", earlier) is True
+    assert night_with_file(nights, "access_events", "ev_2024-12.csv", earlier) is True
     assert query(
         nights["settings"].published_path,
         "select user_count from marts.plan_user_counts_current where plan_id = 'P1'",
@@ -253,15 +296,18 @@ def test_a_new_file_sorting_before_loaded_ones_rebuilds(nights: dict) -> None:
 # that moves the plan to another org comes into force as the as-of date moves.
 # Night A (D1): P5 has I51 (u1 granted Jan 3) and I52 (u2 granted Jan 10); P6 has I61 (u3
 # granted Jan 12); P7 has I71 (u4 granted Jan 4) and a second version, dated March 10, that
-# moves it from org O7 to org O8. Night B (D2): an instances file moves I51 to P6, so P5's
-# first event day is January 10 and P6's January 3. Night C (D3): P7's March version is in
+# moves it from org O7 to org O8; I81 (u7 granted Jan 5) names plan P8, which no file
+# declares yet. Night B (D2): an instances file moves I51 to P6, so P5's first event day is
+# January 10 and P6's January 3, and a plans file declares P8 (u7 counts there from
+# January 5; no event of u7 is new). Night C (D3): P7's March version is in
 # force at A, so every day of P7 shows org O8 (the org in force at A). Night C also brings an
 # events file with a late valid copy of m6 (whose January copy has an unknown action: this
 # one counts, u6 on I61 from February 16), an invalid copy of m5 (the January copy still
 # counts) and a row with no user_id (quarantined only). At A3, P6 = {u1, u3, u5, u6}.
 # With no new event for them, night C's users file makes u3 not billable (P6 billable 3),
 # its last_seen file brings an older sighting of u3 on I61 (January 20 stays the latest)
-# and a first one of u2 on I52, and an org_admins file names O5's admin.
+# and a first one of u2 on I52, and an org_admins file names O5's admin: u1 (by the email
+# of night A's users file).
 # Night C is then run again at the same as-of date.
 
 
@@ -287,10 +333,15 @@ def moves(tmp_path_factory: pytest.TempPathFactory) -> dict:
             {"instance_id": "I52", "plan_id": "P5"},
             {"instance_id": "I61", "plan_id": "P6"},
             {"instance_id": "I71", "plan_id": "P7"},
+            {"instance_id": "I81", "plan_id": "P8"},
         ],
         name="i_1.csv",
     )
-    landing.write("users", [], name="u_1.csv")
+    landing.write(
+        "users",
+        [{"user_id": "u1", "email": "a@o5.example", "account_type": "atlassian"}],
+        name="u_1.csv",
+    )
     landing.write(
         "last_seen",
         [{"instance_id": "I61", "user_id": "u3", "last_seen_at": "2025-01-20T10:00:00Z"}],
@@ -305,11 +356,13 @@ def moves(tmp_path_factory: pytest.TempPathFactory) -> dict:
             ev("m4", "2025-01-04T09:00:00Z", "I71", "u4", "grant"),
             ev("m5", "2025-01-15T09:00:00Z", "I61", "u5", "grant"),
             ev("m6", "2025-01-16T09:00:00Z", "I61", "u6", "promote"),
+            ev("m8", "2025-01-05T09:00:00Z", "I81", "u7", "grant"),
         ],
         name="ev_2025-01.csv",
     )
     build_warehouse(landing.root, nightly, D1)
     landing.write("instances", [{"instance_id": "I51", "plan_id": "P6"}], name="i_2.csv")
+    landing.write("plans", [landing.plan("P8", 10, org_id="O5")], name="p_2.csv")
     settings = build_warehouse(landing.root, nightly, D2)
     after_2 = canonical_dump(settings.published_path)
     rebuilt = build_warehouse(landing.root, scratch, D2, full_refresh=True)
@@ -365,7 +418,12 @@ def test_an_instance_moving_away_takes_its_days_from_the_plan(moves: dict) -> No
         "select plan_id, strftime(min(day), '%m-%d') from marts.plan_user_counts_daily "
         "group by plan_id order by plan_id",
     )
-    assert first_days == [("P5", "01-10"), ("P6", "01-03"), ("P7", "01-04")]
+    assert first_days == [("P5", "01-10"), ("P6", "01-03"), ("P7", "01-04"), ("P8", "01-05")]
+    counted = query(
+        moves["settings"].published_path,
+        "select plan_id, user_id from marts.counted_users where plan_id = 'P8'",
+    )
+    assert counted == [("P8", "u7")]
 
 
 def test_a_plan_version_moving_it_to_another_org_reaches_every_day(moves: dict) -> None:
@@ -408,3 +466,8 @@ def test_users_last_seen_and_admins_without_new_events_equal_a_rebuild(moves: di
         "where user_id in ('u2', 'u3') order by user_id",
     )
     assert seen == [("u2", "02-01"), ("u3", "01-20")]
+    admins = query(
+        published,
+        "select plan_id, user_id from marts.counted_users where is_org_admin order by plan_id",
+    )
+    assert admins == [("P6", "u1")]

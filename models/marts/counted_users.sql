@@ -1,15 +1,40 @@
+{{ config(
+    materialized='incremental',
+    unique_key=['plan_id', 'user_id'],
+    incremental_strategy='delete+insert',
+    pre_hook="{{ delete_user_rows_to_recompute(admins=true) }}",
+    post_hook=[
+        "{{ raise_plan_last_seen() }}",
+        "{{ update_days_to_as_of({
+            'days_since_last_seen': 'last_seen_at', 'days_inactive': 'inactive_since'
+        }) }}",
+    ],
+) }}
+-- depends_on: {{ ref('int_users_changed') }}
+-- depends_on: {{ ref('base_landing__plans') }}
+-- depends_on: {{ ref('base_landing__org_admins') }}
+-- depends_on: {{ ref('base_landing__last_seen') }}
 -- One row per plan and user counted there at the as-of instant A (access to at least one of
 -- the plan's instances), with what an admin needs to decide whom to remove: when the user was
 -- last seen on any of the plan's instances, since when they have access, and the org-level
 -- facts the users export shows (added to org, org admin).
+-- Incremental: the rows of the users in int_users_changed are computed again (all rows when
+-- a plan or the org admins changed, macros/incremental.sql); a later last-seen and the day
+-- counts are updated in place by the post-hooks.
 with
 
 user_access as (
     select * from {{ ref('user_last_seen') }}
+    {%- if is_incremental() %}
+        where {{ is_user_to_recompute('user_id') }}
+    {%- endif %}
 ),
 
 spans as (
     select * from {{ ref('int_access_state_intervals') }}
+    {%- if is_incremental() %}
+        where {{ is_user_to_recompute('user_id') }}
+    {%- endif %}
 ),
 
 instances as (

@@ -1,9 +1,28 @@
+{{ config(
+    materialized='incremental',
+    unique_key=['plan_id', 'instance_id', 'user_id'],
+    incremental_strategy='delete+insert',
+    pre_hook="{{ delete_user_rows_to_recompute() }}",
+    post_hook=[
+        "{{ raise_last_seen() }}",
+        "{{ update_days_to_as_of({'days_since_last_seen': 'last_seen_at'}) }}",
+    ],
+) }}
+-- depends_on: {{ ref('int_users_changed') }}
+-- depends_on: {{ ref('base_landing__plans') }}
+-- depends_on: {{ ref('base_landing__last_seen') }}
 -- One row per plan, instance and user with access at the as-of instant A, with where the
 -- user was last seen on that instance (null: never seen before A).
+-- Incremental: the rows of the users in int_users_changed are computed again (all rows when
+-- a plan changed, macros/incremental.sql); newer last-seen observations and the day counts
+-- are updated in place by the post-hooks.
 with
 
 spans as (
     select * from {{ ref('int_access_state_intervals') }}
+    {%- if is_incremental() %}
+        where {{ is_user_to_recompute('user_id') }}
+    {%- endif %}
 ),
 
 instances as (
@@ -20,6 +39,9 @@ users as (
 
 observations as (
     select * from {{ ref('stg_landing__last_seen') }}
+    {%- if is_incremental() %}
+        where {{ is_user_to_recompute('user_id') }}
+    {%- endif %}
 ),
 
 latest_observations as (
