@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from datetime import date
@@ -59,6 +60,11 @@ def test_a_small_benchmark_runs_every_step_and_matches_the_baseline(tmp_path: Pa
     assert "not built yet" not in text  # every step of this checkout was timed
     assert "build modes: full rebuild (first build of this warehouse), incremental" in text
     assert "closing balances equal marts.plan_user_counts_monthly" in text
+    assert re.search(
+        r"a full rebuild as of the last night \(.*\): its marts equal the "
+        r"incrementally built ones, all [0-9,]+ rows",
+        text,
+    )
     assert "| target |" not in text  # no target is set at 2,000 users
     assert (tmp_path / "data" / "users-2000" / "source" / ".generated.json").exists()
 
@@ -121,12 +127,14 @@ def test_targets_are_judged_at_the_size_they_are_set_at(bench: ModuleType) -> No
             "missed: 2.5x the target |",
         ],
         "month-end balances equal to the baseline's": ["equal", "met |"],
+        "incremental nights equal a full rebuild (every mart row)": ["equal", "met |"],
     }
 
     large = bench.target_lines(result(bench, 10_000_000, peaks_gib=(25.0, 1.0)))
     assert [line.split(" | ")[0] for line in large[3:]] == [
         "| peak RSS <= 24 GiB",
         "| month-end balances equal to the baseline's",
+        "| incremental nights equal a full rebuild (every mart row)",
     ]
     assert large[3].endswith("| 25.00 GiB | missed by 5% |")
 
