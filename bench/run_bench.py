@@ -326,8 +326,9 @@ def baseline(landing: Path, as_of: date, warehouse: Path) -> tuple[float, int, i
 
 def rebuild_differences(settings: Settings, as_of: date, home: Path) -> tuple[float, int, int]:
     """Rebuild from scratch (the same landing folder, as of the same date) under home, and
-    compare its marts with the incrementally built ones: (seconds, rows compared, rows that
-    differ). The run history tables are left out (a rebuild has a run of its own)."""
+    compare its marts and quarantine tables with the incrementally built ones: (seconds,
+    rows compared, rows found on one side only; a table on one side only counts all its
+    rows). The run history marts are left out (a rebuild has a run of its own)."""
     rebuilt = Settings(landing=settings.landing, database=home / "warehouse.duckdb")
     started = time.perf_counter()
     pipeline.load(rebuilt, True)
@@ -341,18 +342,24 @@ def rebuild_differences(settings: Settings, as_of: date, home: Path) -> tuple[fl
         con.execute("attach ? as nightly (read_only)", [str(settings.published_path)])
         con.execute("attach ? as rebuilt (read_only)", [str(rebuilt.published_path)])
         tables = con.execute(
-            "select table_name from duckdb_tables() where database_name = 'rebuilt' "
-            "and schema_name = 'marts' and table_name not in (select unnest(?)) order by 1",
+            "select schema_name || '.' || table_name, list(database_name order by 1) "
+            "from duckdb_tables() where schema_name in ('marts', 'quarantine') "
+            "and table_name not in (select unnest(?)) group by 1 order by 1",
             [list(RUN_HISTORY_MARTS)],
         ).fetchall()
-        for (table,) in tables:
+        for table, sides in tables:
             # names from our own catalog
-            count = f"select count(*) from rebuilt.marts.{table}"  # noqa: S608
-            compared += con.execute(count).fetchone()[0]
-            for a, b in (("nightly", "rebuilt"), ("rebuilt", "nightly")):
+            for side in sides:
+                count = f"select count(*) from {side}.{table}"  # noqa: S608
+                rows = con.execute(count).fetchone()[0]
+                compared += rows
+                if len(sides) == 1:
+                    differing += rows
+            if len(sides) == 2:
                 differing += con.execute(
-                    f"select count(*) from (select * from {a}.marts.{table} "  # noqa: S608
-                    f"except all select * from {b}.marts.{table})"
+                    f"select count(*) from ((select * from nightly.{table} "  # noqa: S608
+                    f"except all select * from rebuilt.{table}) union all "
+                    f"(select * from rebuilt.{table} except all select * from nightly.{table}))"
                 ).fetchone()[0]
     shutil.rmtree(home)
     return seconds, compared, differing
@@ -628,8 +635,9 @@ def report(results: list[dict[str, Any]], info: dict[str, str], started_load: st
             f"peak {gib(base_peak)}; closing balances equal marts.plan_user_counts_monthly",
             f"- baseline on the last night's files: {res['baseline_last'][0]:.1f}s; equal to "
             "the incrementally built marts",
-            f"- a full rebuild as of the last night ({res['rebuild'][0]:.1f}s): its marts equal "
-            f"the incrementally built ones, all {res['rebuild'][1]:,} rows",
+            f"- a full rebuild as of the last night ({res['rebuild'][0]:.1f}s): its marts and "
+            "quarantine tables equal the incrementally built ones "
+            f"({res['rebuild'][1]:,} rows compared)",
             f"- our dbt build / baseline: first run {first_ratio:.2f}"
             + (f", night {night_ratio:.2f}" if night_ratio is not None else ""),
             "- the models on the count path (landing rows to month-end balances; the sum of "

@@ -92,8 +92,10 @@
 {#- A pre-hook for user_last_seen and counted_users: delete the rows of the users in
     int_users_changed, which the model then computes again; or every row (the model then
     computes them all, as it does whenever it starts empty) when plan rows were loaded
-    since the last build, when a plan's org in force at A is not the one its rows show, or,
-    with `admins`, when org_admins rows were loaded (is_org_admin). -#}
+    since the last build, when a plan's org in force at A is not its org at the last
+    build's as-of instant (any plan: counted_users.added_to_org_at reads ended access on
+    plans nobody is counted in now), or, with `admins`, when org_admins rows were loaded
+    (is_org_admin). -#}
 {% macro delete_user_rows_to_recompute(admins=false) -%}
     {%- set previous = previous_build() if is_incremental() else none -%}
     {%- if previous is none -%}
@@ -107,9 +109,12 @@
         )
         or exists (
             select 1
-            from {{ this }} as built
-            inner join {{ ref('int_plans_as_of') }} as plans on built.plan_id = plans.plan_id
-            where built.org_id <> plans.org_id
+            from {{ ref('int_plan_versions') }} as before
+            inner join {{ ref('int_plans_as_of') }} as plans on before.plan_id = plans.plan_id
+            where
+                before.valid_from <= {{ previous_as_of_instant(previous) }}
+                and {{ previous_as_of_instant(previous) }} < before.valid_to
+                and before.org_id <> plans.org_id
         )
         {%- if admins %}
         or exists (
@@ -127,6 +132,11 @@
     or not exists (select 1 from {{ this }}))
 {%- endmacro %}
 
+{#- The as-of instant of the last build (its as-of date + 1 day, 00:00). -#}
+{% macro previous_as_of_instant(previous) -%}
+    cast(cast('{{ previous.as_of_date }}' as date) + 1 as timestamp)
+{%- endmacro %}
+
 {#- The usable last-seen observations before A that the last build did not see: loaded
     since, or uncovered by the later as-of instant. -#}
 {% macro last_seen_not_yet_built(previous) -%}
@@ -140,7 +150,7 @@
         and last_seen_at < {{ as_of_instant() }}
         and (
             load_id > {{ previous.load_id }}
-            or last_seen_at >= cast(cast('{{ previous.as_of_date }}' as date) + 1 as timestamp)
+            or last_seen_at >= {{ previous_as_of_instant(previous) }}
         )
 {%- endmacro %}
 

@@ -471,3 +471,39 @@ def test_users_last_seen_and_admins_without_new_events_equal_a_rebuild(moves: di
         "select plan_id, user_id from marts.counted_users where is_org_admin order by plan_id",
     )
     assert admins == [("P6", "u1")]
+
+
+def test_a_plan_nobody_is_counted_in_moving_org_reaches_added_to_org(tmp_path: Path) -> None:
+    # u1 had access to P7 (org O7) on January 2-5 only; P7's version of February 10 moves it
+    # to O1, so from night 2 on u1 was added to O1 on January 2, not with P1 on January 10.
+    # Nobody is counted in P7, and night 2 brings no file: only the as-of date moves.
+    landing = Landing(tmp_path / "landing")
+    landing.write(
+        "plans",
+        [
+            landing.plan("P1", 10, org_id="O1"),
+            landing.plan("P7", 10, org_id="O7"),
+            landing.plan("P7", 10, org_id="O1", updated_at="2025-02-10T00:00:00Z"),
+        ],
+    )
+    landing.write(
+        "instances",
+        [{"instance_id": "I1", "plan_id": "P1"}, {"instance_id": "I7", "plan_id": "P7"}],
+    )
+    landing.write(
+        "access_events",
+        [
+            ev("a1", "2025-01-02T09:00:00Z", "I7", "u1", "grant"),
+            ev("a2", "2025-01-05T09:00:00Z", "I7", "u1", "revoke"),
+            ev("a3", "2025-01-10T09:00:00Z", "I1", "u1", "grant"),
+        ],
+    )
+    build_warehouse(landing.root, tmp_path / "nightly", D1)
+    nightly = build_warehouse(landing.root, tmp_path / "nightly", D2)
+    rebuilt = build_warehouse(landing.root, tmp_path / "scratch", D2)
+    assert builds(nightly.home)[-1] == (D2, False)
+    assert canonical_dump(nightly.published_path) == canonical_dump(rebuilt.published_path)
+    assert query(
+        nightly.published_path,
+        "select org_id, strftime(added_to_org_at, '%m-%d') from marts.counted_users",
+    ) == [("O1", "01-02")]

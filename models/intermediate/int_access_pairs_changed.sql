@@ -27,7 +27,7 @@ new_events as (
     {%- else %}
         where
             load_id > {{ previous.load_id }}
-            or occurred_at >= cast(cast('{{ previous.as_of_date }}' as date) + 1 as timestamp)
+            or occurred_at >= {{ previous_as_of_instant(previous) }}
     {%- endif %}
 ),
 

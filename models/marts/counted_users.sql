@@ -12,6 +12,7 @@
 ) }}
 -- depends_on: {{ ref('int_users_changed') }}
 -- depends_on: {{ ref('base_landing__plans') }}
+-- depends_on: {{ ref('int_plan_versions') }}
 -- depends_on: {{ ref('base_landing__org_admins') }}
 -- depends_on: {{ ref('base_landing__last_seen') }}
 -- One row per plan and user counted there at the as-of instant A (access to at least one of

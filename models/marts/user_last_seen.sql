@@ -10,6 +10,7 @@
 ) }}
 -- depends_on: {{ ref('int_users_changed') }}
 -- depends_on: {{ ref('base_landing__plans') }}
+-- depends_on: {{ ref('int_plan_versions') }}
 -- depends_on: {{ ref('base_landing__last_seen') }}
 -- One row per plan, instance and user with access at the as-of instant A, with where the
 -- user was last seen on that instance (null: never seen before A).
