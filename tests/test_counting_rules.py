@@ -594,40 +594,46 @@ def test_csv_rows_are_numbered_by_the_file_line_they_start_on(
     assert [line for (line,) in rejects] == rejected_lines
 
 
+def load_users_after_the_csv_readers_sample(
+    tmp_path: Path, tail: list[bytes], sql: str
+) -> tuple[list[tuple], int]:
+    """Load a users CSV whose lines 2-21,001 are good rows (past DuckDB's 20,480-row sample)
+    followed by `tail`; return the rows `sql` selects and the number of rejected lines."""
+    lines = [USERS_HEADER, *(user_row(line) for line in range(2, 21_002)), *tail]
+    (tmp_path / "users").mkdir()
+    (tmp_path / "users" / "users.csv").write_bytes(b"\n".join(lines) + b"\n")
+    with duckdb.connect(str(tmp_path / "work.duckdb")) as con:
+        load_landing(con, tmp_path)
+        rows = con.execute(sql).fetchall()
+        rejects = con.execute("select count(*) from raw.load_rejects").fetchone()[0]
+    return rows, rejects
+
+
 def test_quotes_first_used_after_the_csv_readers_sample_are_read_as_quotes(
     tmp_path: Path,
 ) -> None:
     # DuckDB guesses a CSV file's quoting from its first 20,480 rows unless told otherwise;
     # here the first quoted values come after 21,000 rows.
-    lines = [USERS_HEADER, *(user_row(line) for line in range(2, 21_002))]
-    lines += [b'Q1,q@x.test,"Doe, Jane",atlassian,false', b'"",q@x.test,Empty,atlassian,true']
-    (tmp_path / "users").mkdir()
-    (tmp_path / "users" / "users.csv").write_bytes(b"\n".join(lines) + b"\n")
-    with duckdb.connect(str(tmp_path / "work.duckdb")) as con:
-        load_landing(con, tmp_path)
-        quoted = con.execute(
-            "select user_id, display_name, is_billable, _row_number from raw.users "
-            "where email = 'q@x.test' order by _row_number"
-        ).fetchall()
-        rejects = con.execute("select count(*) from raw.load_rejects").fetchone()
+    quoted, rejects = load_users_after_the_csv_readers_sample(
+        tmp_path,
+        [b'Q1,q@x.test,"Doe, Jane",atlassian,false', b'"",q@x.test,Empty,atlassian,true'],
+        "select user_id, display_name, is_billable, _row_number from raw.users "
+        "where email = 'q@x.test' order by _row_number",
+    )
     # the empty quoted user_id is read as missing (the base model quarantines the row)
     assert quoted == [("Q1", "Doe, Jane", "false", 21_002), (None, "Empty", "true", 21_003)]
-    assert rejects == (0,)
+    assert rejects == 0
 
 
 def test_an_unclosed_quote_after_the_csv_readers_sample_loses_no_row(tmp_path: Path) -> None:
     # With the quote character fixed instead of detected, DuckDB's reader drops every row
     # after an unclosed quote that comes after its sample, and rejects none of them.
-    lines = [USERS_HEADER, *(user_row(line) for line in range(2, 21_002))]
-    lines += [b'L21002,"l@x.test,Name,atlassian,true', user_row(21_003), user_row(21_004)]
-    (tmp_path / "users").mkdir()
-    (tmp_path / "users" / "users.csv").write_bytes(b"\n".join(lines) + b"\n")
-    with duckdb.connect(str(tmp_path / "work.duckdb")) as con:
-        load_landing(con, tmp_path)
-        last = con.execute(
-            "select user_id, email, _row_number from raw.users "
-            "where _row_number > 21_001 order by _row_number"
-        ).fetchall()
+    last, _ = load_users_after_the_csv_readers_sample(
+        tmp_path,
+        [b'L21002,"l@x.test,Name,atlassian,true', user_row(21_003), user_row(21_004)],
+        "select user_id, email, _row_number from raw.users "
+        "where _row_number > 21_001 order by _row_number",
+    )
     # the row is read as it is, and the rows after it count
     assert last == [
         ("L21002", '"l@x.test', 21_002),
