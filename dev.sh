@@ -59,7 +59,7 @@ lint() {
 }
 
 lint_models() {
-  USERCOUNTS_WORK_DB="$1/empty.duckdb" \
+  USERCOUNTS_WORK_DB="$1/empty.duckdb" USERCOUNTS_WORK_MARTS_DB="$1/empty.marts.duckdb" \
     .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor &&
     .venv/bin/python - "$1/built" <<'PY' &&
 import sys
@@ -74,6 +74,7 @@ pipeline.load(settings)
 pipeline.build(settings, today_utc())
 PY
     USERCOUNTS_WORK_DB="$1/built/.warehouse.work.duckdb" \
+      USERCOUNTS_WORK_MARTS_DB="$1/built/.warehouse.work.marts.duckdb" \
       .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor
 }
 

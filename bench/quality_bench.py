@@ -24,7 +24,7 @@ import duckdb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from usercounts import pipeline, quality  # noqa: E402
+from usercounts import pipeline, quality, workdb  # noqa: E402
 from usercounts.config import Settings, quiet_tool_defaults  # noqa: E402
 
 AS_OF = date(2024, 12, 31)
@@ -155,7 +155,7 @@ def main() -> None:
         import great_expectations  # noqa: F401 - timed on its own; the validate step pays it
 
     gx_import = time.perf_counter() - began
-    pipeline.reset_work(settings)
+    workdb.remove(settings.work_path)
     step("load", lambda: summary.rows_loaded.update(pipeline.load(settings).rows))
     if args.preload_gx:
         began = time.perf_counter()
@@ -169,7 +169,7 @@ def main() -> None:
 
     # the DuckDB part of each validate step, measured again on its own
     sql_seconds = {}
-    with duckdb.connect(str(settings.work_path), read_only=True) as con:
+    with workdb.connect(settings.work_path, read_only=True) as con:
         for layer, suites in (
             ("raw", [f"raw_{s}" for s in summary.rows_loaded]),
             ("marts", [s for s in quality_suites() if not s.startswith("raw_")]),

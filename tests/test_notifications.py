@@ -47,7 +47,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from conftest import Landing, query, run_cli, settings_for
 
-from usercounts import notify, pipeline
+from usercounts import notify, pipeline, workdb
 from usercounts.config import Settings
 from usercounts.mail import DeliveryError, deliver
 from usercounts.state import connect_state
@@ -259,7 +259,7 @@ def scenario_landing(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def build_night(settings: Settings, as_of: date) -> pipeline.RunSummary:
     """Load and dbt build for one as-of date (what the flow does before notifying)."""
     summary = pipeline.RunSummary(as_of=as_of)
-    pipeline.reset_work(settings)
+    workdb.remove(settings.work_path)
     summary.rows_loaded = pipeline.load(settings).rows
     pipeline.build(settings, as_of)
     pipeline.read_back(settings, summary)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from conftest import Landing, build_warehouse, canonical_dump, query
 
+from usercounts import workdb
 from usercounts.build import run_dbt
 
 
@@ -52,6 +53,11 @@ def test_rerun_of_the_same_as_of_date_gives_identical_marts(
     # Each published run is recorded; no write-ahead log is left beside the published file.
     assert query(settings.published_path, "select count(*) from meta.runs") == [(2,)]
     assert not settings.published_path.with_name("warehouse.duckdb.wal").exists()
+    # Publishing copies the file dbt built the published schemas in; it holds nothing else.
+    built = workdb.marts_path(settings.work_path)
+    assert settings.published_path.read_bytes() == built.read_bytes()
+    schemas = "select distinct schema_name from duckdb_tables() order by 1"
+    assert query(settings.published_path, schemas) == [("marts",), ("meta",), ("quarantine",)]
 
 
 def test_events_for_an_undeclared_instance_count_once_it_appears(

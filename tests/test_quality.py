@@ -19,7 +19,7 @@ import duckdb
 import pytest
 from conftest import Landing, query, run_cli, settings_for
 
-from usercounts import pipeline, quality
+from usercounts import pipeline, quality, workdb
 from usercounts.config import Settings
 from usercounts.errors import RunFailed
 from usercounts.load import SOURCE_COLUMNS
@@ -205,7 +205,7 @@ def run_steps(settings: Settings, as_of: date) -> pipeline.RunSummary:
     """The nightly flow's steps in its order, without Prefect (flows/nightly.py)."""
     summary = pipeline.RunSummary(as_of=as_of)
     with pipeline.failure_recorded(settings, summary):
-        pipeline.reset_work(settings)
+        workdb.remove(settings.work_path)
         summary.rows_loaded = pipeline.load(settings).rows
         pipeline.validate_raw(settings, summary)
         pipeline.build(settings, as_of)
@@ -231,7 +231,8 @@ def dump(database: Path) -> dict[str, Any]:
 def copy_home(source: Settings, home: Path, landing: Path) -> Settings:
     """A new data folder holding copies of source's published, work and state files."""
     home.mkdir(parents=True)
-    for path in (source.published_path, source.work_path, source.state_path):
+    marts = workdb.marts_path(source.work_path)
+    for path in (source.published_path, source.work_path, marts, source.state_path):
         shutil.copy2(path, home / path.name)
     return settings_for(home, landing)
 
@@ -482,7 +483,7 @@ def test_a_clean_landing_fails_no_expectation(baseline: dict[str, Any], tmp_path
     landing = write_landing(tmp_path / "landing", warnings=False)
     settings = settings_for(tmp_path / "home", landing.root)
     summary = pipeline.RunSummary(as_of=AS_OF)
-    pipeline.reset_work(settings)
+    workdb.remove(settings.work_path)
     pipeline.load(settings)
     pipeline.validate_raw(settings, summary)
     assert [c for c in summary.checks if not c.success] == []
@@ -604,7 +605,7 @@ def test_mart_critical_fails_the_run_and_publishes_nothing(
 ) -> None:
     """Each mart invariant, broken in a copy of a real build, stops the run before publishing."""
     settings = copy_home(baseline["settings"], tmp_path / "home", tmp_path / "unused")
-    with duckdb.connect(str(settings.work_path)) as con:
+    with workdb.connect(settings.work_path) as con:
         edit_mart(con, mart, change, where)
     summary = pipeline.RunSummary(as_of=AS_OF)
     with pytest.raises(RunFailed) as failed, pipeline.failure_recorded(settings, summary):

@@ -30,6 +30,7 @@ import pytest
 from conftest import Landing, build_warehouse, canonical_dump, query, run_cli
 
 import usercounts
+from usercounts import workdb
 from usercounts.build import dbt_home
 from usercounts.config import PROJECT_ROOT, Settings
 from usercounts.publish import previous_path
@@ -247,8 +248,7 @@ def kill_9(site: Site, proc: subprocess.Popen, *, check_files: bool = True) -> N
 
 
 def assert_nobody_holds_the_run_files(site: Site) -> None:
-    work = site.settings.work_path
-    assert holders(work, work.with_name(work.name + ".wal"), site.settings.state_path) == []
+    assert holders(*workdb.files(site.settings.work_path), site.settings.state_path) == []
 
 
 def assert_untouched(site: Site, state_before: dict) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from usercounts import workdb
 from usercounts.config import PROJECT_ROOT
 from usercounts.errors import RunFailed
 
@@ -59,6 +60,7 @@ def dbt_env(work_path: Path, as_of: date, inactive_days: int | None = None) -> d
     env = {
         **os.environ,
         "USERCOUNTS_WORK_DB": str(work_path),
+        "USERCOUNTS_WORK_MARTS_DB": str(workdb.marts_path(work_path)),
         "USERCOUNTS_AS_OF_DATE": as_of.isoformat(),
         "USERCOUNTS_DUCKDB_MEMORY_LIMIT": os.environ.get("USERCOUNTS_DUCKDB_MEMORY_LIMIT")
         or default_memory_limit(),

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import duckdb
 
+from usercounts import workdb
 from usercounts.config import PROJECT_ROOT
 from usercounts.publish import fsync_path
 
@@ -123,6 +124,8 @@ def reload_reason(work_path: Path, landing: Path, full_refresh: bool) -> str | N
         return "full refresh requested"
     if not work_path.exists():
         return "first build of this warehouse"
+    if not workdb.marts_path(work_path).exists():
+        return "the working copy of the marts is missing"
     if marker_path(work_path).exists():
         return "the previous run did not finish"
     try:

@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from usercounts import workdb
 from usercounts.build import dbt_home, run_dbt
 from usercounts.config import Settings
 from usercounts.mail import DeliveryError, deliver
@@ -95,7 +96,7 @@ def notify(settings: Settings, as_of: date, since: datetime | None = None) -> No
     """
     since = since or utc_now()
     warnings: list[str] = []
-    with duckdb.connect(str(settings.work_path), read_only=True) as work:
+    with workdb.connect(settings.work_path, read_only=True) as work:
         dues = due_notifications(work, as_of)
         plan_ids = [due["plan_id"] for due in dues]
         facts = PlanFacts(
@@ -547,7 +548,7 @@ def refresh_notifications_mart(settings: Settings, as_of: date) -> None:
     compiled = (
         dbt_home(settings.work_path) / "target/compiled/usercounts/models/marts/notifications.sql"
     )
-    with duckdb.connect(str(settings.work_path)) as work:
+    with workdb.connect(settings.work_path) as work:
         copy_state_into(work, settings.state_path)
         if compiled.exists():
             # the project's own compiled model: no value from the data is in this text

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 
 import duckdb
 
-from usercounts import incremental, quality
+from usercounts import incremental, quality, workdb
 from usercounts.build import BuildResult, run_dbt
 from usercounts.config import Settings
 from usercounts.load import SOURCE_COLUMNS, FullReloadNeeded, LoadSummary, load_landing
@@ -107,16 +107,6 @@ class RunSummary:
         )
 
 
-def reset_work(settings: Settings) -> None:
-    """Delete the working database: the next load starts from an empty one."""
-    settings.work_path.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in (
-        settings.work_path,
-        settings.work_path.with_name(settings.work_path.name + ".wal"),
-    ):
-        leftover.unlink(missing_ok=True)
-
-
 def load(settings: Settings, full_refresh: bool = False) -> LoadSummary:
     """Load the landing files not loaded yet into raw.*, and snapshot the state file beside.
 
@@ -127,16 +117,16 @@ def load(settings: Settings, full_refresh: bool = False) -> LoadSummary:
     incremental.mark_unfinished(settings.work_path)
     summary: LoadSummary | None = None
     if reason:
-        reset_work(settings)
+        workdb.remove(settings.work_path)
     else:
-        with duckdb.connect(str(settings.work_path)) as con:
+        with workdb.connect(settings.work_path) as con:
             try:
                 summary = load_landing(con, settings.landing, incremental=True)
             except FullReloadNeeded as exc:
                 reason = str(exc)
         if reason:
-            reset_work(settings)
-    with duckdb.connect(str(settings.work_path)) as con:
+            workdb.remove(settings.work_path)
+    with workdb.connect(settings.work_path) as con:
         if summary is None:
             summary = load_landing(con, settings.landing)
         summary.full_reload_reason = reason
@@ -197,7 +187,7 @@ def build_mode(loaded: LoadSummary, built: BuildResult) -> str:
 
 def read_back(settings: Settings, summary: RunSummary) -> None:
     """Fill the summary's plan and quarantine counts from the built marts."""
-    with duckdb.connect(str(settings.work_path), read_only=True) as con:
+    with workdb.connect(settings.work_path, read_only=True) as con:
         summary.plans = con.execute(
             "select count(*) from marts.plan_user_counts_current"
         ).fetchone()[0]
@@ -256,8 +246,7 @@ def record_and_publish(settings: Settings, summary: RunSummary) -> list[str]:
         sum(summary.rows_loaded.values()),
         sum(summary.rows_quarantined.values()),
     ]
-    with duckdb.connect(str(settings.work_path)) as con:
-        con.execute("create schema if not exists meta")
+    with workdb.connect(settings.work_path) as con:
         con.execute("create or replace table meta.runs as select * from raw.run_log")
         con.execute("insert into meta.runs values (?, ?, ?, ?, ?)", run)
         # the history so far (from the state file) and this run
@@ -275,7 +264,8 @@ def record_and_publish(settings: Settings, summary: RunSummary) -> list[str]:
             checks_table="marts.data_quality_runs",
             quarantine_table="marts.quarantine_history",
         )
-        con.execute("checkpoint")
+        # the published file is copied as it is on disk: nothing may be left in its log
+        con.execute(f"checkpoint {workdb.MARTS_ALIAS}")
     tables = publish(settings.work_path, settings.published_path)
     record_run(settings.state_path, run)
     record_quality(settings.state_path, checks, quarantine)

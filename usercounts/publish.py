@@ -2,56 +2,44 @@
 
 Analysts hold read-only connections to the published file. DuckDB lets them keep reading
 their snapshot while the file is replaced by rename, and new connections see the new file.
-So the run never opens the published file for writing: it writes a complete, checkpointed
-copy beside it and renames that copy over it.
+So the run never opens the published file for writing: dbt builds the published schemas in
+a file of their own (usercounts.workdb), and the run copies that file beside the published
+one and renames the copy over it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import duckdb
 
+from usercounts import workdb
 from usercounts.pause import pause_point
-from usercounts.state import attach_with_retry
-
-# What analysts get: the marts, the quarantined rows, and the run's own record.
-PUBLISHED_SCHEMAS = ("marts", "quarantine", "meta")
 
 
 def publish(work_path: Path, published_path: Path) -> list[str]:
-    """Copy the published schemas of the working database into place; return the tables."""
+    """Copy the working copy of the published schemas into place; return its tables."""
+    source = workdb.marts_path(work_path)
+    # The run closed the file after a checkpoint: a log beside it would hold changes the
+    # copy would miss.
+    source_wal = source.with_name(source.name + ".wal")
+    if source_wal.exists():
+        raise RuntimeError(f"the built marts still have a write-ahead log: {source_wal}")
     published_path.parent.mkdir(parents=True, exist_ok=True)
     staging = published_path.with_name(f".{published_path.name}.publishing")
     for leftover in (staging, staging.with_name(staging.name + ".wal")):
         leftover.unlink(missing_ok=True)
 
-    con = duckdb.connect(str(staging))
-    try:
-        attach_with_retry(con, work_path, "work", read_only=True)
+    shutil.copyfile(source, staging)
+    pause_point("publish:copied")
+    with duckdb.connect(str(staging), read_only=True) as con:
         tables = con.execute(
             "select schema_name, table_name from duckdb_tables() "
-            "where database_name = 'work' and schema_name in (select unnest(?)) "
-            "order by 1, 2",
-            [list(PUBLISHED_SCHEMAS)],
+            "where schema_name in (select unnest(?)) order by 1, 2",
+            [list(workdb.PUBLISHED_SCHEMAS)],
         ).fetchall()
-        for schema in sorted({s for s, _ in tables}):
-            con.execute(f"create schema if not exists {schema}")
-        for schema, table in tables:
-            # names come from our own catalog, never from data
-            copy = f"create table {schema}.{table} as select * from work.{schema}.{table}"  # noqa: S608
-            con.execute(copy)
-        con.execute("detach work")
-        pause_point("publish:copied")
-        con.execute("checkpoint")
-    finally:
-        con.close()
-
-    # A .wal left beside the new file would not match it; checkpoint + close leaves none.
-    wal = staging.with_name(staging.name + ".wal")
-    if wal.exists():
-        raise RuntimeError(f"publishing left a write-ahead log behind: {wal}")
     fsync_path(staging)
     os.chmod(staging, 0o644)
     keep_previous(published_path)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from usercounts import workdb
 from usercounts.config import PROJECT_ROOT, Settings
 from usercounts.errors import RunFailed
 
@@ -95,7 +96,7 @@ def run_checkpoint(settings: Settings, layer: str, as_of: date) -> list[CheckRes
     )
     checkpoint = context.checkpoints.get(layer)
     suites = [definition.suite for definition in checkpoint.validation_definitions]
-    with duckdb.connect(str(settings.work_path), read_only=True) as con:
+    with workdb.connect(settings.work_path, read_only=True) as con:
         frame = check_frame(con, [suite.name for suite in suites], as_of)
     for suite in suites:
         _check_suite_file(suite, frame)
