@@ -372,7 +372,7 @@ def render_chart(plan: Plan, svg_id: str) -> str:
     for spine in ("top", "right"):
         ax.spines[spine].set_visible(False)
         ax_change.spines[spine].set_visible(False)
-    ax.tick_params(axis="x", labelbottom=False, length=0)
+    ax.xaxis.set_visible(False)  # the change panel below labels the months
 
     legend = [
         Patch(color=COLORS["billable"], label="billable"),
