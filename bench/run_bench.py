@@ -331,11 +331,7 @@ def rebuild_differences(settings: Settings, as_of: date, home: Path) -> tuple[fl
     rows). The run history marts are left out (a rebuild has a run of its own)."""
     rebuilt = Settings(landing=settings.landing, database=home / "warehouse.duckdb")
     started = time.perf_counter()
-    pipeline.load(rebuilt, True)
-    pipeline.build(rebuilt, as_of, True)
-    summary = pipeline.RunSummary(as_of=as_of)
-    pipeline.read_back(rebuilt, summary)
-    pipeline.record_and_publish(rebuilt, summary)
+    pipeline.load_build_publish(rebuilt, as_of, full_refresh=True)
     seconds = time.perf_counter() - started
     compared = differing = 0
     with duckdb.connect() as con:

@@ -117,13 +117,7 @@ def build_warehouse(
     As the nightly flow does: the working database under home is added to when it can be.
     """
     settings = settings_for(home, landing, **extra)
-    summary = pipeline.RunSummary(as_of=as_of)
-    loaded = pipeline.load(settings, full_refresh)
-    summary.rows_loaded = loaded.rows
-    built = pipeline.build(settings, as_of, full_refresh)
-    summary.build_mode = pipeline.build_mode(loaded, built)
-    pipeline.read_back(settings, summary)
-    pipeline.record_and_publish(settings, summary)
+    pipeline.load_build_publish(settings, as_of, full_refresh)
     return settings
 
 

@@ -441,7 +441,7 @@ def _map_csv_lines(con: duckdb.DuckDBPyConnection, path: Path) -> CsvLines:
     plain = CsvLines(header=int(skip_rows) + 1)
     loaded = con.execute("select count(*) from _file").fetchone()[0]
     rejected = {line for (line,) in con.execute("select distinct line from _rejects").fetchall()}
-    if len(delimiter) != 1 or not (rejected or _has_blank_line(path) or _spans_lines(con)):
+    if not (rejected or _has_blank_line(path) or _spans_lines(con)):
         return plain
     # A file of one column reads a blank line as a row (an empty value), not as a blank.
     one_column = len(con.execute("describe _file").fetchall()) == 1

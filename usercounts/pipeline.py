@@ -176,6 +176,19 @@ def build(settings: Settings, as_of: date, full_refresh: bool = False) -> BuildR
     return result
 
 
+def load_build_publish(settings: Settings, as_of: date, full_refresh: bool = False) -> RunSummary:
+    """A run's data steps without its checks, notifications and report: load, dbt build,
+    publish. For tests and the benchmark's rebuild; the nightly flow runs every step."""
+    summary = RunSummary(as_of=as_of)
+    loaded = load(settings, full_refresh)
+    summary.rows_loaded = dict(loaded.rows)
+    built = build(settings, as_of, full_refresh)
+    summary.build_mode = build_mode(loaded, built)
+    read_back(settings, summary)
+    record_and_publish(settings, summary)
+    return summary
+
+
 def build_mode(loaded: LoadSummary, built: BuildResult) -> str:
     """How the run brought the working database up to date, for the run summary."""
     if loaded.full_reload_reason:
