@@ -410,14 +410,19 @@ class PrefectServer:
     def __enter__(self) -> PrefectServer:
         import urllib.request
 
-        env = {**os.environ, "PREFECT_HOME": str(self.data / "prefect-home")}
+        home = self.data / "prefect-home"
+        # Prefect does not create a missing PREFECT_HOME's parents: on a new clone (no
+        # bench/data yet) its server would exit at once.
+        home.mkdir(parents=True, exist_ok=True)
+        log = home / "server.log"
         prefect = str(Path(sys.executable).with_name("prefect"))
-        self.proc = subprocess.Popen(
-            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                env={**os.environ, "PREFECT_HOME": str(home)},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         NOT_MEASURED.add(self.proc.pid)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -428,7 +433,7 @@ class PrefectServer:
             except OSError:
                 time.sleep(0.5)
         self.__exit__()
-        raise SystemExit("prefect server did not start within 120 s")
+        raise SystemExit(f"prefect server did not start within 120 s; its output: {log}")
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
