@@ -32,7 +32,7 @@ import pytest
 from conftest import Landing, build_warehouse, canonical_dump, query
 from test_counting_rules import ev
 
-from usercounts import incremental, pipeline
+from usercounts import incremental, pipeline, workdb
 from usercounts.load import landing_changes, landing_files
 
 D1, D2, D3 = date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31)
@@ -255,6 +255,29 @@ def test_a_run_that_did_not_finish_makes_the_next_rebuild(nights: dict) -> None:
     build_warehouse(settings.landing, settings.home, D3)
     assert builds(settings.home) == [(D3, True)]
     assert not incremental.marker_path(settings.work_path).exists()
+    assert canonical_dump(settings.published_path) == nights["scratch_3"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("deleted", "the working copy of the marts is missing"),
+        ("header overwritten", "the working database cannot be read"),
+    ],
+)
+def test_a_missing_or_unreadable_working_copy_of_the_marts_makes_the_next_rebuild(
+    nights: dict, damage: str, reason: str
+) -> None:
+    settings = nights["settings"]
+    marts = workdb.marts_path(settings.work_path)
+    if damage == "deleted":
+        marts.unlink()
+    else:
+        marts.write_bytes(bytes(8192) + marts.read_bytes()[8192:])
+    found = incremental.reload_reason(settings.work_path, settings.landing, False)
+    assert found is not None and found.startswith(reason)
+    build_warehouse(settings.landing, settings.home, D3)
+    assert builds(settings.home) == [(D3, True)]
     assert canonical_dump(settings.published_path) == nights["scratch_3"]
 
 

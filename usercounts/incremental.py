@@ -129,7 +129,8 @@ def reload_reason(work_path: Path, landing: Path, full_refresh: bool) -> str | N
     if marker_path(work_path).exists():
         return "the previous run did not finish"
     try:
-        with duckdb.connect(str(work_path), read_only=True) as con:
+        # through workdb.connect: a damaged working copy of the marts rebuilds as well
+        with workdb.connect(work_path, read_only=True) as con:
             build = last_build(con)
     except duckdb.Error as exc:
         return f"the working database cannot be read ({str(exc).splitlines()[0]})"

@@ -555,6 +555,6 @@ def refresh_notifications_mart(settings: Settings, as_of: date) -> None:
             select = compiled.read_text()
             rebuild = f"create or replace table marts.notifications as (\n{select}\n)"  # noqa: S608
             work.execute(rebuild)
-            work.execute("checkpoint")
+            work.execute(f"checkpoint {workdb.MARTS_ALIAS}")
             return
     run_dbt("run", settings.work_path, as_of, "--select", "notifications")
