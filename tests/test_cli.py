@@ -181,6 +181,34 @@ def test_missing_landing_folder_is_one_line_and_publishes_nothing(
     assert not database.exists()
 
 
+@pytest.mark.parametrize("name", ["work_marts.duckdb", "State_DB.v1.duckdb"])
+def test_a_warehouse_name_the_run_uses_for_its_own_files_is_refused_at_once(
+    tmp_path: Path, name: str
+) -> None:
+    # DuckDB would name the working database after the file: attaching the marts (or state)
+    # file under the same name failed deep in the load with a Binder Error.
+    database = tmp_path / "data" / name
+    result = run_cli("run", "--database", str(database), timeout=60)
+    assert result.returncode == 1
+    clash = name.split(".")[0]
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"usercounts: error: invalid settings: the warehouse file name {name!r} cannot be "
+        f"used: DuckDB would name its working database {clash!r}, a name the run gives one "
+        "of its own files; choose another file name"
+    )
+    assert not database.parent.exists()
+
+
+def test_an_invalid_setting_is_one_line_naming_its_variable(tmp_path: Path) -> None:
+    database = tmp_path / "warehouse.duckdb"
+    result = run_cli("counts", "--database", str(database), env={"USERCOUNTS_INACTIVE_DAYS": "0"})
+    assert result.returncode == 1
+    assert result.stderr == (
+        "usercounts: error: invalid settings: USERCOUNTS_INACTIVE_DAYS: Input should be "
+        "greater than or equal to 1 (got '0')\n"
+    )
+
+
 def test_a_second_run_while_one_holds_the_lock_exits_at_once(
     tmp_path: Path, prefect_api_url: str
 ) -> None:

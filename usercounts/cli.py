@@ -12,6 +12,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from usercounts.config import Settings, quiet_tool_defaults
 
 
@@ -42,6 +44,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**given)
 
 
+def _invalid_settings(exc: ValidationError) -> str:
+    """Pydantic's report on the settings as one line, naming each variable."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"]:  # a field: name its variable and what it was given
+            name = f"USERCOUNTS_{str(error['loc'][0]).upper()}"
+            message = f"{name}: {message} (got {error['input']!r})"
+        problems.append(message)
+    return "invalid settings: " + "; ".join(problems)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -50,6 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A stop request (systemd, `timeout`, a container stop) ends the run like Ctrl-C: the
     # dbt child and Prefect's temporary server are stopped instead of being left running.
     signal.signal(signal.SIGTERM, _interrupt)
+    _settings(args)  # bad settings stop the run here, before Prefect starts
     from usercounts.prefect_server import start_temporary_server
 
     # Without PREFECT_API_URL: Prefect's temporary server boots while the flow and Great
@@ -251,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (RunFailed, RunLocked, FileNotFoundError, PermissionError) as exc:
         print(f"usercounts: error: {exc}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        print(f"usercounts: error: {_invalid_settings(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("usercounts: interrupted", file=sys.stderr)

@@ -6,7 +6,7 @@ import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repo root: the dbt project, bundled demo data and the default data folder live here.
@@ -99,6 +99,24 @@ class Settings(BaseSettings):
     def quality_path(self) -> Path:
         """Great Expectations' validation results and HTML data docs (quality/docs/index.html)."""
         return self.home / "quality"
+
+    @model_validator(mode="after")
+    def _working_database_name_is_free(self) -> Settings:
+        """Refuse a warehouse file name that would make the working database's DuckDB name
+        one of the names the run attaches its other files under (workdb.py, state.py)."""
+        from usercounts.state import STATE_ALIAS
+        from usercounts.workdb import MARTS_ALIAS
+
+        # DuckDB names a database after its file name up to the first dot, leading dots
+        # skipped, and compares names case-insensitively.
+        name = self.work_path.name.lstrip(".").split(".")[0]
+        if name.lower() in (MARTS_ALIAS, STATE_ALIAS):
+            raise ValueError(
+                f"the warehouse file name {self.published_path.name!r} cannot be used: DuckDB "
+                f"would name its working database {name!r}, a name the run gives one of its "
+                "own files; choose another file name"
+            )
+        return self
 
 
 def as_of_instant(as_of: date) -> datetime:

@@ -160,18 +160,22 @@ def append_quality(
             con.executemany(f"insert into {table} values ({marks})", rows)  # noqa: S608 - our names
 
 
+# The name the state file is attached under while it is copied into the working database.
+STATE_ALIAS = "state_db"
+
+
 def copy_state_into(con: duckdb.DuckDBPyConnection, state_path: Path) -> None:
     """Snapshot the state tables into the working database's `raw` schema for dbt."""
     with connect_state(state_path):
         pass  # creates the file and its tables on the first run
-    attach_with_retry(con, state_path, "state_db", read_only=True)
+    attach_with_retry(con, state_path, STATE_ALIAS, read_only=True)
     try:
         con.execute("create schema if not exists raw")
         for table in STATE_TABLES:
-            copy = f"create or replace table raw.{table} as select * from state_db.{table}"  # noqa: S608
+            copy = f"create or replace table raw.{table} as select * from {STATE_ALIAS}.{table}"  # noqa: S608
             con.execute(copy)
     finally:
-        con.execute("detach state_db")
+        con.execute(f"detach {STATE_ALIAS}")
 
 
 def sql_path(path: Path) -> str:
