@@ -32,8 +32,8 @@ import pytest
 from conftest import Landing, build_warehouse, canonical_dump, query
 from test_counting_rules import ev
 
-from usercounts import incremental, pipeline, workdb
-from usercounts.load import landing_changes, landing_files
+from usercounts import incremental, pipeline, quality, workdb
+from usercounts.load import landing_changes, landing_files, load_landing
 
 D1, D2, D3 = date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31)
 
@@ -530,3 +530,67 @@ def test_a_plan_nobody_is_counted_in_moving_org_reaches_added_to_org(tmp_path: P
         nightly.published_path,
         "select org_id, strftime(added_to_org_at, '%m-%d') from marts.counted_users",
     ) == [("O1", "01-02")]
+
+
+# ---------------------------------------------------------------- raw checks, load by load
+
+
+def load_and_check(landing: Path, home: Path) -> dict:
+    """Load what is new into a working database and compute the raw access events' checks,
+    as the run does before dbt (the check keeps counts of the rows it checked)."""
+    home.mkdir(parents=True, exist_ok=True)
+    with workdb.connect(home / ".warehouse.work.duckdb") as con:
+        load_landing(con, landing, incremental=True)
+        frame = quality.check_frame(con, ["raw_access_events"], D1)
+        batches = con.execute("select count(*) from raw.access_events_check_batches").fetchone()
+    return {"checks": frame.iloc[0].to_dict(), "checks_run": batches[0]}
+
+
+def test_raw_checks_of_each_load_add_up_to_the_checks_of_every_row(tmp_path: Path) -> None:
+    """Each load's rows are checked once; the counts must be those of a check of every row
+    (a working database that loads all the files at once), load after load."""
+    landing = Landing(tmp_path / "landing")
+    landing.write("plans", [landing.plan("P1", 10)], name="p_1.csv")
+    landing.write("instances", [{"instance_id": "I1", "plan_id": "P1"}], name="i_1.csv")
+    at = "2025-01-05T09:00:00Z"
+    loads = [
+        [
+            ev("a1", at, "I1", "u1", "grant"),
+            ev("a2", at, "I1", "u2", "grant"),
+            ev("a3", at, "I1", "u3", "grant"),
+            ev("a3", at, "I1", "u3", "revoke"),  # disagrees within the load
+            ev("a4", at, "I9", "u4", "grant"),  # I9 is declared by load 3
+            ev("a5", at, "I1", "u5", "promote"),  # quarantined
+            ev("a6", at, "I1", "", "grant"),  # quarantined
+        ],
+        [
+            ev("a1", at, "I1", "u1", "grant"),  # the same event again: no conflict
+            ev("a2", at, "I1", "u2", "revoke"),  # disagrees with load 1
+            ev("a3", at, "I1", "u3", "invite"),  # a3 already disagreed: counted once
+            ev("a5", at, "I1", "u5", "grant"),  # its load-1 row is quarantined: no conflict
+            ev("a7", at, "I1", "u7", "grant"),
+            ev("a7", at, "I9", "u7", "grant"),  # disagrees within the load
+        ],
+        [ev("a8", at, "I9", "u8", "grant")],
+    ]
+    expected = [  # (rows, failed a rule, unknown instance, conflicting ids) after each load
+        (7, 2, 1, 1),
+        (13, 2, 2, 3),
+        (14, 2, 0, 3),
+    ]
+    for n, (events, figures) in enumerate(zip(loads, expected, strict=True), start=1):
+        landing.write("access_events", events, name=f"ev_{n}.csv")
+        if n == 3:
+            landing.write("instances", [{"instance_id": "I9", "plan_id": "P1"}], name="i_3.csv")
+        nightly = load_and_check(landing.root, tmp_path / "nightly")
+        scratch = load_and_check(landing.root, tmp_path / f"scratch_{n}")
+        assert nightly["checks_run"] == n
+        assert scratch["checks_run"] == 1
+        assert nightly["checks"] == scratch["checks"], n
+        row = nightly["checks"]
+        assert (
+            row["raw_access_events__rows_loaded"],
+            row["raw_access_events__failed_rule_rows"],
+            row["raw_access_events__unknown_instance_rows"],
+            row["raw_access_events__conflicting_event_ids"],
+        ) == figures, n

@@ -8,9 +8,10 @@ folder would give; in every other case it rebuilds. The rules (docs/operations.m
   database and removes it only after dbt built everything and the build is recorded in
   `raw.builds`. A run that finds the marker (the last one was killed, or failed while
   loading or building) rebuilds from scratch.
-- It also rebuilds when asked (`--full-refresh`), when the dbt project or the raw layout
-  changed since the last build (a fingerprint of models, macros, seeds, dbt_project.yml,
-  profiles.yml and the tool versions), when the landing folder is another one, and when
+- It also rebuilds when asked (`--full-refresh`), when the dbt project, the raw checks or
+  the raw layout changed since the last build (a fingerprint of models, macros, seeds,
+  dbt_project.yml, profiles.yml, expectations/checks and the tool versions: the raw checks
+  keep counts of the rows they checked), when the landing folder is another one, and when
   landing files changed in a way `usercounts.load.landing_changes` names.
 - A run whose as-of date is earlier than the last build's reloads nothing but rebuilds
   every dbt model (`dbt build --full-refresh`) from the rows already loaded.
@@ -33,8 +34,16 @@ from usercounts.publish import fsync_path
 
 # Bump when the raw layer's tables change shape: working databases built before rebuild.
 WORK_LAYOUT_VERSION = 1
-# What the incremental models are made of: a change to any of these rebuilds them.
-PROJECT_INPUTS = ("dbt_project.yml", "profiles.yml", "models", "macros", "seeds")
+# What the incremental models and the raw checks' kept counts are made of: a change to any
+# of these rebuilds them.
+PROJECT_INPUTS = (
+    "dbt_project.yml",
+    "profiles.yml",
+    "models",
+    "macros",
+    "seeds",
+    "expectations/checks",
+)
 
 BUILDS_DDL = """
 create table if not exists raw.builds (
@@ -137,7 +146,7 @@ def reload_reason(work_path: Path, landing: Path, full_refresh: bool) -> str | N
     if build is None:
         return "no complete build in the working database"
     if build.fingerprint != fingerprint():
-        return "the dbt project or the tool versions changed since the last build"
+        return "the dbt project, the raw checks or the tool versions changed since the last build"
     if build.landing != str(landing.resolve()):
         return f"the landing folder changed (was {build.landing})"
     return None
