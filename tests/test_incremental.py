@@ -536,12 +536,12 @@ def test_a_plan_nobody_is_counted_in_moving_org_reaches_added_to_org(tmp_path: P
 
 
 def load_and_check(landing: Path, home: Path) -> dict:
-    """Load what is new into a working database and compute the raw access events' checks,
-    as the run does before dbt (the check keeps counts of the rows it checked)."""
+    """Load what is new into a working database and compute the checks of access events and
+    last-seen, as the run does before dbt (the checks keep counts of the rows they checked)."""
     home.mkdir(parents=True, exist_ok=True)
     with workdb.connect(home / ".warehouse.work.duckdb") as con:
         load_landing(con, landing, incremental=True)
-        frame = quality.check_frame(con, ["raw_access_events"], D1)
+        frame = quality.check_frame(con, ["raw_access_events", "raw_last_seen"], D1)
         batches = con.execute("select count(*) from raw.access_events_check_batches").fetchone()
     return {"checks": frame.iloc[0].to_dict(), "checks_run": batches[0]}
 
@@ -578,8 +578,16 @@ def test_raw_checks_of_each_load_add_up_to_the_checks_of_every_row(tmp_path: Pat
         (13, 2, 2, 3),
         (14, 2, 0, 3),
     ]
+    # last-seen: load n brings the first n rows of `seen` (a missing user, an unparseable time)
+    seen_expected = [(1, 0, 0, 0), (3, 1, 0, 1), (6, 2, 1, 3)]  # rows, no user, bad time, failed
     for n, (events, figures) in enumerate(zip(loads, expected, strict=True), start=1):
         landing.write("access_events", events, name=f"ev_{n}.csv")
+        seen = [
+            {"instance_id": "I1", "user_id": f"u{n}", "last_seen_at": at},
+            {"instance_id": "I1", "user_id": "", "last_seen_at": at},
+            {"instance_id": "I1", "user_id": "u1", "last_seen_at": "yesterday"},
+        ]
+        landing.write("last_seen", seen[:n], name=f"ls_{n}.csv")
         if n == 3:
             landing.write("instances", [{"instance_id": "I9", "plan_id": "P1"}], name="i_3.csv")
         nightly = load_and_check(landing.root, tmp_path / "nightly")
@@ -594,3 +602,9 @@ def test_raw_checks_of_each_load_add_up_to_the_checks_of_every_row(tmp_path: Pat
             row["raw_access_events__unknown_instance_rows"],
             row["raw_access_events__conflicting_event_ids"],
         ) == figures, n
+        assert (
+            row["raw_last_seen__rows_loaded"],
+            row["raw_last_seen__missing_user_id_rows"],
+            row["raw_last_seen__unparseable_last_seen_at_rows"],
+            row["raw_last_seen__failed_rule_rows"],
+        ) == seen_expected[n - 1], n

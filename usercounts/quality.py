@@ -4,8 +4,8 @@ The suites, validation definitions and checkpoints are reviewed files under expe
 (GX 1.x file context). GX never scans the data: for each suite, expectations/checks/<suite>.sql
 reduces the working database to one row of counts, and one checkpoint per layer (raw, marts)
 validates a one-row frame of all its suites' counts, columns named `<suite>__<column>`.
-The raw access events' check keeps counts of the rows it checked, so a night checks only
-the rows it loaded (checks/raw_access_events.sql).
+The checks of access events and last-seen keep counts of the rows they checked, so a night
+checks only the rows it loaded (checks/raw_access_events.sql, checks/raw_last_seen.sql).
 Validation results and HTML data docs go to the data folder's quality/ directory.
 
 Great Expectations is imported inside the functions that need it: it costs ~5 s.
@@ -98,8 +98,8 @@ def run_checkpoint(settings: Settings, layer: str, as_of: date) -> list[CheckRes
     )
     checkpoint = context.checkpoints.get(layer)
     suites = [definition.suite for definition in checkpoint.validation_definitions]
-    # The raw checks keep counts of the rows they checked (checks/raw_access_events.sql);
-    # the marts are only read.
+    # Raw checks keep counts of the rows they checked (checks/raw_last_seen.sql); the marts
+    # are only read.
     with workdb.connect(settings.work_path, read_only=layer != "raw") as con:
         frame = check_frame(con, [suite.name for suite in suites], as_of)
     for suite in suites:
