@@ -1,4 +1,5 @@
-"""Tests for the benchmark script (bench/run_bench.py): it runs, and it judges the targets.
+"""Tests for the benchmark scripts (bench/run_bench.py, bench/quality_bench.py): they run,
+and run_bench judges the targets.
 
 Its figures are measurements, never asserted here (speed lives in the benchmark, not in
 timed tests); what is tested is that a small run completes, compares its balances with the
@@ -22,6 +23,7 @@ import pytest
 from usercounts.config import PROJECT_ROOT
 
 BENCH = PROJECT_ROOT / "bench" / "run_bench.py"
+QUALITY_BENCH = PROJECT_ROOT / "bench" / "quality_bench.py"
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +144,16 @@ def test_targets_are_judged_at_the_size_they_are_set_at(bench: ModuleType) -> No
     assert large[3].endswith("| 25.00 GiB | missed by 5% |")
 
     assert bench.target_lines(result(bench, 100_000, peaks_gib=(1.0, 1.0))) == []
+
+
+def test_the_quality_benchmark_runs_and_times_both_layers_checks(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(QUALITY_BENCH), "--users", "2000", "--data", str(tmp_path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert re.search(r"check tables in DuckDB: raw \d+\.\d+ s, marts \d+\.\d+ s", result.stdout)

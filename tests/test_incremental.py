@@ -535,76 +535,109 @@ def test_a_plan_nobody_is_counted_in_moving_org_reaches_added_to_org(tmp_path: P
 # ---------------------------------------------------------------- raw checks, load by load
 
 
-def load_and_check(landing: Path, home: Path) -> dict:
-    """Load what is new into a working database and compute the checks of access events and
-    last-seen, as the run does before dbt (the checks keep counts of the rows they checked)."""
+def load_and_check(landing: Path, home: Path, *, check: bool = True) -> dict:
+    """Load what is new into a working database and, unless check=False, compute the checks
+    of access events and last-seen, as the run does before dbt (the checks keep counts of
+    the rows they checked)."""
     home.mkdir(parents=True, exist_ok=True)
     with workdb.connect(home / ".warehouse.work.duckdb") as con:
         load_landing(con, landing, incremental=True)
+        if not check:
+            return {}
         frame = quality.check_frame(con, ["raw_access_events", "raw_last_seen"], D1)
-        batches = con.execute("select count(*) from raw.access_events_check_batches").fetchone()
-    return {"checks": frame.iloc[0].to_dict(), "checks_run": batches[0]}
+        checks = con.execute("select count(*) from raw.access_events_check_conflicts")
+        return {"checks": frame.iloc[0].to_dict(), "checks_run": checks.fetchone()[0]}
 
 
 def test_raw_checks_of_each_load_add_up_to_the_checks_of_every_row(tmp_path: Path) -> None:
     """Each load's rows are checked once; the counts must be those of a check of every row
-    (a working database that loads all the files at once), load after load."""
+    (a working database that loads all the files at once), whichever loads were checked."""
     landing = Landing(tmp_path / "landing")
     landing.write("plans", [landing.plan("P1", 10)], name="p_1.csv")
     landing.write("instances", [{"instance_id": "I1", "plan_id": "P1"}], name="i_1.csv")
     at = "2025-01-05T09:00:00Z"
-    loads = [
-        [
+    seen = {"instance_id": "I1", "user_id": "u1", "last_seen_at": at}
+    loads = {
+        1: [
             ev("a1", at, "I1", "u1", "grant"),
             ev("a2", at, "I1", "u2", "grant"),
             ev("a3", at, "I1", "u3", "grant"),
             ev("a3", at, "I1", "u3", "revoke"),  # disagrees within the load
-            ev("a4", at, "I9", "u4", "grant"),  # I9 is declared by load 3
+            ev("a4", at, "I9", "u4", "grant"),  # I9 is declared by load 4
             ev("a5", at, "I1", "u5", "promote"),  # quarantined
             ev("a6", at, "I1", "", "grant"),  # quarantined
+            ev("", at, "I1", "u0", "grant"),  # quarantined
         ],
-        [
+        2: [
             ev("a1", at, "I1", "u1", "grant"),  # the same event again: no conflict
-            ev("a2", at, "I1", "u2", "revoke"),  # disagrees with load 1
+            ev(" a2", at, "I1", "u2", "revoke"),  # a2 (padded) disagreeing with load 1
             ev("a3", at, "I1", "u3", "invite"),  # a3 already disagreed: counted once
             ev("a5", at, "I1", "u5", "grant"),  # its load-1 row is quarantined: no conflict
             ev("a7", at, "I1", "u7", "grant"),
             ev("a7", at, "I9", "u7", "grant"),  # disagrees within the load
+            ev(" ", at, "I1", "u0", "revoke"),  # quarantined
         ],
-        [ev("a8", at, "I9", "u8", "grant")],
-    ]
-    expected = [  # (rows, failed a rule, unknown instance, conflicting ids) after each load
-        (7, 2, 1, 1),
-        (13, 2, 2, 3),
-        (14, 2, 0, 3),
-    ]
-    # last-seen: load n brings the first n rows of `seen` (a missing user, an unparseable time)
-    seen_expected = [(1, 0, 0, 0), (3, 1, 0, 1), (6, 2, 1, 3)]  # rows, no user, bad time, failed
-    for n, (events, figures) in enumerate(zip(loads, expected, strict=True), start=1):
-        landing.write("access_events", events, name=f"ev_{n}.csv")
-        seen = [
-            {"instance_id": "I1", "user_id": f"u{n}", "last_seen_at": at},
-            {"instance_id": "I1", "user_id": "", "last_seen_at": at},
-            {"instance_id": "I1", "user_id": "u1", "last_seen_at": "yesterday"},
-        ]
-        landing.write("last_seen", seen[:n], name=f"ls_{n}.csv")
+        3: [],  # a users file only; the nightly database skips its check
+        4: [
+            ev("a8", at, "I9", "u8", "grant"),
+            ev("a5", at, "I1", "u5", "revoke"),  # disagrees with load 2's usable a5
+            ev("a6", at, "I1", "u6", "grant"),  # a6's only earlier row is quarantined,
+            ev("a6", at, "I1", "u6", "revoke"),  # and these two disagree
+        ],
+    }
+    last_seen = {
+        1: [seen],
+        2: [seen, {**seen, "user_id": ""}],
+        3: [],
+        4: [seen, {**seen, "last_seen_at": "yesterday"}],
+    }
+    # after the load: events (rows, failed a rule, unknown instance, conflicting ids) and
+    # last-seen (rows, missing user, unparseable time, failed a rule)
+    expected = {
+        1: ((8, 3, 1, 1), (1, 0, 0, 0)),
+        2: ((15, 4, 2, 3), (3, 1, 0, 1)),
+        4: ((19, 4, 0, 5), (5, 1, 1, 2)),
+    }
+    checks_run = {1: 1, 2: 2, 4: 3}
+    for n in loads:
+        if loads[n]:
+            landing.write("access_events", loads[n], name=f"ev_{n}.csv")
+        if last_seen[n]:
+            landing.write("last_seen", last_seen[n], name=f"ls_{n}.csv")
         if n == 3:
-            landing.write("instances", [{"instance_id": "I9", "plan_id": "P1"}], name="i_3.csv")
+            landing.write("users", [{"user_id": "u1", "account_type": "atlassian"}], name="u.csv")
+        if n == 4:
+            landing.write("instances", [{"instance_id": "I9", "plan_id": "P1"}], name="i_4.csv")
+        late = load_and_check(landing.root, tmp_path / "late", check=n == 4)
+        if n not in expected:
+            load_and_check(landing.root, tmp_path / "nightly", check=False)
+            continue
         nightly = load_and_check(landing.root, tmp_path / "nightly")
         scratch = load_and_check(landing.root, tmp_path / f"scratch_{n}")
-        assert nightly["checks_run"] == n
-        assert scratch["checks_run"] == 1
+        assert (nightly["checks_run"], scratch["checks_run"]) == (checks_run[n], 1)
         assert nightly["checks"] == scratch["checks"], n
         row = nightly["checks"]
-        assert (
-            row["raw_access_events__rows_loaded"],
-            row["raw_access_events__failed_rule_rows"],
-            row["raw_access_events__unknown_instance_rows"],
-            row["raw_access_events__conflicting_event_ids"],
-        ) == figures, n
-        assert (
-            row["raw_last_seen__rows_loaded"],
-            row["raw_last_seen__missing_user_id_rows"],
-            row["raw_last_seen__unparseable_last_seen_at_rows"],
-            row["raw_last_seen__failed_rule_rows"],
-        ) == seen_expected[n - 1], n
+        figures = (
+            tuple(
+                row[f"raw_access_events__{c}"]
+                for c in (
+                    "rows_loaded",
+                    "failed_rule_rows",
+                    "unknown_instance_rows",
+                    "conflicting_event_ids",
+                )
+            ),
+            tuple(
+                row[f"raw_last_seen__{c}"]
+                for c in (
+                    "rows_loaded",
+                    "missing_user_id_rows",
+                    "unparseable_last_seen_at_rows",
+                    "failed_rule_rows",
+                )
+            ),
+        )
+        assert figures == expected[n], n
+    # one check after four loads (the first check of a database: every row at once)
+    assert late["checks_run"] == 1
+    assert late["checks"] == nightly["checks"]

@@ -7,12 +7,11 @@ folder would give; in every other case it rebuilds. The rules (docs/operations.m
 - A run writes the marker file `.<stem>.work.unfinished` before it touches the working
   database and removes it only after dbt built everything and the build is recorded in
   `raw.builds`. A run that finds the marker (the last one was killed, or failed while
-  loading or building) rebuilds from scratch.
-- It also rebuilds when asked (`--full-refresh`), when the dbt project, the raw checks or
-  the raw layout changed since the last build (a fingerprint of models, macros, seeds,
-  dbt_project.yml, profiles.yml, expectations/checks and the tool versions: the raw checks
-  keep counts of the rows they checked), when the landing folder is another one, and when
-  landing files changed in a way `usercounts.load.landing_changes` names.
+  loading, checking the raw layer or building) rebuilds from scratch.
+- It also rebuilds when asked (`--full-refresh`), when the dbt project, the raw checks that
+  keep counts or the raw layout changed since the last build (see PROJECT_INPUTS), when
+  the landing folder is another one, and when landing files changed in a way
+  `usercounts.load.landing_changes` names.
 - A run whose as-of date is earlier than the last build's reloads nothing but rebuilds
   every dbt model (`dbt build --full-refresh`) from the rows already loaded.
 """
@@ -32,17 +31,20 @@ from usercounts import workdb
 from usercounts.config import PROJECT_ROOT
 from usercounts.publish import fsync_path
 
-# Bump when the raw layer's tables change shape: working databases built before rebuild.
+# Bump when the tables the load writes change shape: working databases built before
+# rebuild. (The shapes of the models and of the raw checks' kept counts are in their files.)
 WORK_LAYOUT_VERSION = 1
-# What the incremental models and the raw checks' kept counts are made of: a change to any
-# of these rebuilds them.
+# What the incremental models, and the raw checks that keep counts of the rows they
+# checked, are made of: a change to any of these rebuilds the working database.
 PROJECT_INPUTS = (
     "dbt_project.yml",
     "profiles.yml",
     "models",
     "macros",
     "seeds",
-    "expectations/checks",
+    "expectations/checks/_macros.sql",
+    "expectations/checks/raw_access_events.sql",
+    "expectations/checks/raw_last_seen.sql",
 )
 
 BUILDS_DDL = """
@@ -93,7 +95,8 @@ def clear_unfinished(work_path: Path) -> None:
 
 
 def fingerprint() -> str:
-    """A hash of everything the incremental models depend on besides the data."""
+    """A hash of everything the working database's kept tables depend on besides the data:
+    the project inputs above, the layout version and the tool versions."""
     digest = hashlib.sha256(f"layout {WORK_LAYOUT_VERSION}\n".encode())
     for package in ("duckdb", "dbt-core", "dbt-duckdb"):
         try:

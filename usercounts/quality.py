@@ -4,8 +4,9 @@ The suites, validation definitions and checkpoints are reviewed files under expe
 (GX 1.x file context). GX never scans the data: for each suite, expectations/checks/<suite>.sql
 reduces the working database to one row of counts, and one checkpoint per layer (raw, marts)
 validates a one-row frame of all its suites' counts, columns named `<suite>__<column>`.
-The checks of access events and last-seen keep counts of the rows they checked, so a night
-checks only the rows it loaded (checks/raw_access_events.sql, checks/raw_last_seen.sql).
+The checks of access events and last-seen also write: they keep counts of the rows they
+checked in the working database, so a night checks only the rows it loaded
+(checks/raw_access_events.sql, checks/raw_last_seen.sql).
 Validation results and HTML data docs go to the data folder's quality/ directory.
 
 Great Expectations is imported inside the functions that need it: it costs ~5 s.
@@ -98,8 +99,8 @@ def run_checkpoint(settings: Settings, layer: str, as_of: date) -> list[CheckRes
     )
     checkpoint = context.checkpoints.get(layer)
     suites = [definition.suite for definition in checkpoint.validation_definitions]
-    # Raw checks keep counts of the rows they checked (checks/raw_last_seen.sql); the marts
-    # are only read.
+    # Raw checks keep counts of the rows they checked (checks/raw_access_events.sql,
+    # checks/raw_last_seen.sql); the marts are only read.
     with workdb.connect(settings.work_path, read_only=layer != "raw") as con:
         frame = check_frame(con, [suite.name for suite in suites], as_of)
     for suite in suites:
@@ -126,7 +127,11 @@ def run_checkpoint(settings: Settings, layer: str, as_of: date) -> list[CheckRes
 
 
 def check_frame(con: duckdb.DuckDBPyConnection, suites: list[str], as_of: date) -> pd.DataFrame:
-    """One row: each suite's check table (checks/<suite>.sql), columns prefixed `<suite>__`."""
+    """One row: each suite's check table (checks/<suite>.sql), columns prefixed `<suite>__`.
+
+    The raw suites of access events and last-seen write their kept counts: for them `con`
+    must be read-write and not inside a transaction (they commit their own).
+    """
     import pandas as pd
 
     con.execute("set TimeZone = 'UTC'")

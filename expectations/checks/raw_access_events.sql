@@ -3,11 +3,14 @@
 -- (a row breaking any of them is quarantined); tests/test_quality.py keeps them in step.
 --
 -- Loaded rows never change (a changed landing file rebuilds the working database), so each
--- row is checked once, by the first check after its load: raw.access_events_check_counts
--- keeps the counts of every load's rows (per instance), raw.access_events_check_batches the
--- event ids each check found conflicting. A night reads only the rows it loaded and the
--- rows that share an event id with them, and the one row at the end is what checking every
--- row gives (tests/test_incremental.py).
+-- row is checked once, by the first check after its load, and this file also writes what
+-- it found into two tables of the working database: raw.access_events_check_counts keeps
+-- the counts of every load's rows (per instance), raw.access_events_check_conflicts the
+-- number of event ids each check found conflicting. A night parses only the rows it loaded
+-- and the rows that share an event id with them (plus one pass over every row's event_id),
+-- and the one row at the end is what checking every row gives (tests/test_incremental.py).
+-- A count added here must add up across loads, and goes into the table, its insert and
+-- the sums at the end.
 
 -- The rows of a table (or CTE) shaped like raw.access_events, with the rules each breaks.
 create or replace temp macro flagged_access_events(rows_name) as table
@@ -62,7 +65,7 @@ create table if not exists raw.access_events_check_counts (
     usable_rows bigint
 );
 
-create table if not exists raw.access_events_check_batches (
+create table if not exists raw.access_events_check_conflicts (
     -- every row of the loads up to this one has been checked
     up_to_load_id bigint,
     -- event ids this check found conflicting that no earlier check had
@@ -70,12 +73,14 @@ create table if not exists raw.access_events_check_batches (
 );
 
 set variable access_events_checked_up_to = (
-    select coalesce(max(up_to_load_id), 0) from raw.access_events_check_batches
+    select coalesce(max(up_to_load_id), 0) from raw.access_events_check_conflicts
 );
 
+-- Both inserts or neither: a load's rule counts without its conflicting ids (or the other
+-- way round) would be counted again, or never, by the next check.
 begin transaction;
 
-insert into raw.access_events_check_counts
+insert into raw.access_events_check_counts by name
 with
 
 new_rows as (
@@ -86,37 +91,39 @@ new_rows as (
 select
     _load_id,
     instance_id,
-    count(*),
-    count(*) filter (where is_missing_event_id),
-    count(*) filter (where is_missing_occurred_at),
-    count(*) filter (where is_unparseable_occurred_at),
-    count(*) filter (where is_missing_instance_id),
-    count(*) filter (where is_missing_user_id),
-    count(*) filter (where is_missing_action),
-    count(*) filter (where is_unknown_action),
-    count(*) filter (where is_quarantined),
-    count(*) filter (where not is_quarantined)
+    count(*) as rows_loaded,
+    count(*) filter (where is_missing_event_id) as missing_event_id_rows,
+    count(*) filter (where is_missing_occurred_at) as missing_occurred_at_rows,
+    count(*) filter (where is_unparseable_occurred_at) as unparseable_occurred_at_rows,
+    count(*) filter (where is_missing_instance_id) as missing_instance_id_rows,
+    count(*) filter (where is_missing_user_id) as missing_user_id_rows,
+    count(*) filter (where is_missing_action) as missing_action_rows,
+    count(*) filter (where is_unknown_action) as unknown_action_rows,
+    count(*) filter (where is_quarantined) as failed_rule_rows,
+    count(*) filter (where not is_quarantined) as usable_rows
 from flagged_access_events('new_rows')
 group by _load_id, instance_id;
 
 -- Rows sharing an event_id are one event; ids whose rows disagree are reported. An id is
 -- counted by the check that first sees its rows disagree, and that check holds one of them.
-insert into raw.access_events_check_batches
+insert into raw.access_events_check_conflicts by name
 with
 
 -- The ids to look at, by hash (cheap; equal hashes of different ids are told apart below):
 -- those of the new rows or, on the first check, those read more than once. (Each branch
--- reads nothing unless it is the one that applies.)
+-- reads nothing unless it is the one that applies.) A missing id is never a candidate:
+-- its rows are quarantined.
 candidate_hashes as (
     select hash(present(event_id)) as event_hash
     from raw.access_events
     where
         _load_id > getvariable('access_events_checked_up_to')
         and getvariable('access_events_checked_up_to') > 0
+        and present(event_id) is not null
     union
     select hash(present(event_id)) as event_hash
     from raw.access_events
-    where getvariable('access_events_checked_up_to') = 0
+    where getvariable('access_events_checked_up_to') = 0 and present(event_id) is not null
     group by event_hash
     having count(*) > 1
 ),
@@ -150,8 +157,8 @@ newly_conflicting as (
 )
 
 select
-    max(_load_id),
-    (select count(*) from newly_conflicting)
+    max(_load_id) as up_to_load_id,
+    (select count(*) from newly_conflicting) as conflicting_event_ids
 from raw.access_events
 having max(_load_id) > getvariable('access_events_checked_up_to');
 
@@ -181,7 +188,7 @@ rules as (
         ), 0)::bigint as unknown_instance_rows,
         (
             select coalesce(sum(conflicting_event_ids), 0)::bigint
-            from raw.access_events_check_batches
+            from raw.access_events_check_conflicts
         ) as conflicting_event_ids
     from raw.access_events_check_counts
 )

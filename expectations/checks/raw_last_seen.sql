@@ -3,8 +3,9 @@
 -- (a row breaking any of them is quarantined); tests/test_quality.py keeps them in step.
 --
 -- Every rule is about one row, and loaded rows never change, so each row is checked once:
--- raw.last_seen_check_counts keeps the counts of every load's rows, and a night reads
--- only the rows it loaded (as checks/raw_access_events.sql does).
+-- this file also writes raw.last_seen_check_counts, the counts of every load's rows, and a
+-- night reads only the rows it loaded (as checks/raw_access_events.sql does). A count added
+-- here goes into the table, its insert and the sums at the end.
 
 create table if not exists raw.last_seen_check_counts (
     _load_id bigint,
@@ -20,7 +21,7 @@ set variable last_seen_checked_up_to = (
     select coalesce(max(_load_id), 0) from raw.last_seen_check_counts
 );
 
-insert into raw.last_seen_check_counts
+insert into raw.last_seen_check_counts by name
 with
 
 observations as (
@@ -46,15 +47,15 @@ flagged as (
 
 select
     _load_id,
-    count(*),
-    count(*) filter (where is_missing_instance_id),
-    count(*) filter (where is_missing_user_id),
-    count(*) filter (where is_missing_last_seen_at),
-    count(*) filter (where is_unparseable_last_seen_at),
+    count(*) as rows_loaded,
+    count(*) filter (where is_missing_instance_id) as missing_instance_id_rows,
+    count(*) filter (where is_missing_user_id) as missing_user_id_rows,
+    count(*) filter (where is_missing_last_seen_at) as missing_last_seen_at_rows,
+    count(*) filter (where is_unparseable_last_seen_at) as unparseable_last_seen_at_rows,
     count(*) filter (where
         is_missing_instance_id or is_missing_user_id or is_missing_last_seen_at
         or is_unparseable_last_seen_at
-    )
+    ) as failed_rule_rows
 from flagged
 group by _load_id;
 
