@@ -352,6 +352,13 @@ def test_report_renders_in_chromium(report_page: Path) -> None:
         assert marks["forecast"] >= 2, (plan_id, marks)
         for line in ("tier", "eighty", "forecast-line"):
             assert re.search(rf'<g id="{prefix}-{line}">\s*<path d="M', chart), (plan_id, line)
+        # every bar is labelled below the change panel: its month, the month so far, renewal
+        texts = re.findall(r"<text\b[^>]*>([^<]*)</text>", chart)
+        month_names = [t for t in texts if re.fullmatch(r"[A-Z][a-z]{2}", t)]
+        months_drawn = ["May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov"][-marks["billable"] :]
+        assert month_names[: marks["billable"]] == months_drawn, (plan_id, texts)
+        assert len(month_names) == marks["billable"] + marks["forecast"] - 1, (plan_id, texts)
+        assert texts.count("to date") == 1 and texts.count("renewal") == 1, (plan_id, texts)
     # the plan with invited users draws them apart
     tempo = dom.split('data-plan-id="south-tempo"', 1)[1].split("</article>", 1)[0]
     assert re.search(r'id="c\d+-invited"', tempo)

@@ -247,6 +247,7 @@ def render_chart(plan: Plan, svg_id: str) -> str:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
+    from matplotlib.transforms import blended_transform_factory
 
     matplotlib.rcParams.update(
         {
@@ -434,8 +435,21 @@ def render_chart(plan: Plan, svg_id: str) -> str:
     ax_change.set_ylabel("change")
     ax_change.set_yticks([])
     ax_change.spines["left"].set_visible(False)
-    ax_change.set_xticks(xs, labels)
-    ax_change.tick_params(axis="x", length=0, labelsize=8)
+    # Month labels as plain text under the panel, not tick labels: matplotlib builds five
+    # artists per tick (0.7 s of the 24 charts' 3.9 s at 1M users), for the same picture.
+    ax_change.set_xticks([])
+    below_panel = blended_transform_factory(ax_change.transData, ax_change.transAxes)
+    for x, label in zip(xs, labels, strict=True):
+        ax_change.text(
+            x,
+            -0.06,
+            label,
+            transform=below_panel,
+            ha="center",
+            va="top",
+            fontsize=8,
+            color=COLORS["muted"],
+        )
 
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
@@ -521,7 +535,17 @@ def render_html(report: Report) -> str:
     """The whole page as one string: CSS inline, charts inline, no script."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    env = Environment(
+    class RowsEnvironment(Environment):
+        """`row.column` on a plain dict gives its key without Jinja's failed attribute lookup
+        first (an exception each time: 0.35 s of 1 s at 1,520 plans). Same result: a plain
+        dict's only attributes are its class's (`items`, `get`, ...), which still win."""
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            if type(obj) is dict and attribute in obj and not hasattr(dict, attribute):
+                return obj[attribute]
+            return super().getattr(obj, attribute)
+
+    env = RowsEnvironment(
         loader=PackageLoader("usercounts", "templates"),
         autoescape=select_autoescape(["html", "j2"]),
         trim_blocks=True,
