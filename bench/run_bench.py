@@ -90,6 +90,7 @@ OPTIONAL_STEPS = {
     "notify": ("usercounts.notify", "notify_or_raise"),
     "report": ("usercounts.report", "write_report"),
     "prestart dbt": ("usercounts.build", "prestart_dbt"),
+    "tune gc": ("usercounts.gc_tuning", "tune_for_batch_run"),
 }
 
 
@@ -256,6 +257,9 @@ def run_steps(settings: Settings, as_of: date, label: str) -> Run:
         return result
 
     with TreeMemory() as memory:
+        tune_gc = optional_step("tune gc")
+        if tune_gc:
+            tune_gc()  # as the flow does
         prestart = optional_step("prestart dbt")
         if prestart:
             prestart()  # as the flow does: dbt's imports overlap the load

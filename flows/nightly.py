@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from usercounts import notify, pipeline
 from usercounts.build import prestart_dbt
 from usercounts.config import Settings, today_utc
+from usercounts.gc_tuning import tune_for_batch_run
 from usercounts.lock import run_lock
 from usercounts.manifest import purge_expired
 from usercounts.pause import pause_point
@@ -86,6 +87,7 @@ def nightly(
     logger = get_run_logger()
 
     with run_lock(settings.lock_path), pipeline.failure_recorded(settings, summary):
+        tune_for_batch_run()  # seconds of full garbage collections a night otherwise
         prestart_dbt()  # dbt's imports (~3 s) overlap the load and the raw checks
         # users exports live 24 hours: each run deletes the expired ones first
         summary.warnings.extend(purge_step(settings.exports_path).warnings)

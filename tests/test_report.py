@@ -13,6 +13,7 @@ One hand-made landing, one real flow run (real Prefect server, real dbt build), 
 from __future__ import annotations
 
 import csv
+import gc
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 from conftest import Landing, query, run_cli
 
+from usercounts import gc_tuning
 from usercounts.config import PROJECT_ROOT
 from usercounts.pipeline import RunSummary
 
@@ -119,8 +121,28 @@ def flow_run(tmp_path_factory: pytest.TempPathFactory, prefect_api_url: str) -> 
     landing = Landing(root / "landing")
     write_landing(landing)
     database = root / "data" / "warehouse.duckdb"
+    untuned_gc()  # an earlier flow run in this process tuned it already
     summary = nightly(landing=str(landing.root), database=str(database), as_of=AS_OF)
-    return {"root": root, "landing": landing.root, "database": database, "summary": summary}
+    gc_after = {"threshold": gc.get_threshold()[0], "frozen": gc.get_freeze_count()}
+    return {
+        "root": root,
+        "landing": landing.root,
+        "database": database,
+        "summary": summary,
+        "gc": gc_after,
+    }
+
+
+def untuned_gc() -> None:
+    """This process's garbage collector back to Python's defaults, as before any run."""
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    gc_tuning._tuned = False
+
+
+def test_the_flow_tunes_its_process_garbage_collector(flow_run: dict[str, Any]) -> None:
+    assert flow_run["gc"]["threshold"] == gc_tuning.YOUNG_GENERATION_THRESHOLD
+    assert flow_run["gc"]["frozen"] > 0
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -18,6 +18,9 @@ def main() -> int:
     import dbt.adapters.duckdb  # noqa: F401 - imported now, before the command arrives
     from dbt.cli.main import dbtRunner
 
+    from usercounts.gc_tuning import tune_for_batch_run
+
+    tune_for_batch_run()  # dbt's ~200k imported objects out of every collection
     line = sys.stdin.readline()
     if not line:
         return 0
