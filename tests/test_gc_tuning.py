@@ -14,11 +14,12 @@ from usercounts.config import PROJECT_ROOT
 from usercounts.gc_tuning import YOUNG_GENERATION_THRESHOLD
 
 
-def run_python(code: str, stdin: str = "") -> str:
+def run_python(code: str) -> str:
+    """Run code in a new Python process (its garbage collector untouched); its output."""
     proc = subprocess.run(
         [sys.executable, "-c", code],
         cwd=PROJECT_ROOT,
-        input=stdin,
+        input="",  # end of input at once: dbt's child then has no command to wait for
         capture_output=True,
         text=True,
         timeout=120,
