@@ -137,7 +137,6 @@ def untuned_gc() -> None:
     """This process's garbage collector back to Python's defaults, as before any run."""
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)
-    gc_tuning._tuned = False
 
 
 def test_the_flow_tunes_its_process_garbage_collector(flow_run: dict[str, Any]) -> None:

@@ -16,18 +16,15 @@ import gc
 # With it, a 1M-user night makes no full collection; cycles wait a little longer.
 YOUNG_GENERATION_THRESHOLD = 10_000
 
-_tuned = False
-
 
 def tune_for_batch_run() -> None:
     """Freeze the objects alive now (the imports) and collect the young generation less often.
 
-    Once per process: a second call would also freeze what a previous run left behind.
+    Once per process (the threshold tells): a second call would also freeze what a previous
+    run left behind.
     """
-    global _tuned
-    if _tuned:
+    young, older, oldest = gc.get_threshold()
+    if young == YOUNG_GENERATION_THRESHOLD:
         return
-    _tuned = True
     gc.freeze()
-    _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
