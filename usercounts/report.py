@@ -3,7 +3,8 @@
 It reads the published warehouse read-only (marts.capacity_forecast and the monthly and
 current counts) and writes, into one folder, files named for the as-of date plus copies
 under fixed "latest" names. The page carries no script and loads nothing: its charts are
-matplotlib SVG inlined in the HTML, so it opens offline, prints, and can be mailed.
+SVG inlined in the HTML (usercounts/charts.py), so it opens offline, prints, and can be
+mailed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,6 +19,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from usercounts.charts import render_chart
 from usercounts.errors import RunFailed
 from usercounts.views import open_published
 
@@ -29,9 +30,9 @@ HISTORY_MONTHS = 12
 # Forecast months drawn at most; a renewal further out is named, not drawn.
 FORECAST_MONTHS = 18
 LATEST_HTML = "capacity-report.html"
-# Charts are drawn for this many plans, the most urgent first: a chart costs matplotlib
-# about 0.3 s, and a page of a thousand charts is read by nobody. Every plan keeps its
-# figures and table (and its rows in the CSV files).
+# Charts are drawn for this many plans, the most urgent first: a page of a thousand charts
+# is read by nobody (and weighs megabytes). Every plan keeps its figures and table (and its
+# rows in the CSV files).
 MAX_CHARTS = 24
 
 URGENCY_LABELS = {
@@ -220,275 +221,6 @@ def projection(forecast: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
     return points
-
-
-# ---------------------------------------------------------------------------------------
-# Charts: matplotlib's SVG backend, no pyplot (no global figure state, no display).
-
-COLORS = {
-    "billable": "#2563eb",
-    "non_billable": "#93c5fd",
-    "invited": "#d97706",
-    "tier": "#dc2626",
-    "eighty": "#ea580c",
-    "forecast": "#6366f1",
-    "renewal": "#7c3aed",
-    "up": "#16a34a",
-    "down": "#dc2626",
-    "grid": "#e5e7eb",
-    "text": "#374151",
-    "muted": "#6b7280",
-}
-
-
-def render_chart(plan: Plan, svg_id: str) -> str:
-    """The plan's month-end balances, tier and 80% lines, forecast and monthly change."""
-    import matplotlib
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    from matplotlib.transforms import blended_transform_factory
-
-    matplotlib.rcParams.update(
-        {
-            "svg.fonttype": "none",  # text stays text: selectable, styled by the page
-            "svg.hashsalt": svg_id,  # deterministic ids, different per chart
-            "font.size": 9,
-            "axes.edgecolor": COLORS["grid"],
-            "axes.labelcolor": COLORS["text"],
-            "xtick.color": COLORS["muted"],
-            "ytick.color": COLORS["muted"],
-        }
-    )
-    f = plan.forecast
-    months = plan.months
-    future = plan.projection
-    labels = [m["month"].strftime("%b\n%Y") for m in months]
-    if months and not months[-1]["is_month_complete"]:
-        labels[-1] = months[-1]["month"].strftime("%b\nto date")
-    for p in future:
-        if p["kind"] == "renewal":
-            labels.append("renewal\n" + p["figure_date"].strftime("%-d %b"))
-        else:
-            labels.append(p["month"].strftime("%b\n%Y"))
-    n_actual, n_all = len(months), len(months) + len(future)
-    xs = list(range(n_all))
-    width = 0.7 if n_all >= 8 else 0.45  # a few months do not make fat bars
-
-    fig = Figure(figsize=(9.2, 4.4), dpi=72)
-    grid = fig.add_gridspec(
-        2, 1, height_ratios=[3.2, 1], left=0.08, right=0.9, top=0.9, bottom=0.12, hspace=0.08
-    )
-    ax = fig.add_subplot(grid[0])
-    ax_change = fig.add_subplot(grid[1], sharex=ax)
-
-    billable = [m["billable_count"] for m in months]
-    non_billable = [m["non_billable_count"] for m in months]
-    bars_b = ax.bar(xs[:n_actual], billable, width=width, color=COLORS["billable"], zorder=2)
-    _tag(bars_b, "billable")
-    bars_n = ax.bar(
-        xs[:n_actual],
-        non_billable,
-        bottom=billable,
-        width=width,
-        color=COLORS["non_billable"],
-        zorder=2,
-    )
-    _tag(bars_n, "non-billable")
-    if months and not months[-1]["is_month_complete"]:
-        for bar in (bars_b[-1], bars_n[-1]):  # the month so far: not a month end yet
-            bar.set_alpha(0.6)
-    for x, m in zip(xs, months, strict=False):
-        _label(ax, str(m["closing_balance"]), (x, m["closing_balance"]), COLORS["text"])
-
-    if future:
-        values = [p["value"] for p in future]
-        is_renewal = [p["kind"] == "renewal" for p in future]
-        bars_f = ax.bar(
-            xs[n_actual:],
-            values,
-            width=width,
-            facecolor="#eef2ff",
-            edgecolor=[COLORS["renewal"] if r else COLORS["forecast"] for r in is_renewal],
-            linewidth=[1.8 if r else 0.9 for r in is_renewal],
-            linestyle="--",
-            zorder=2,
-        )
-        _tag(bars_f, "forecast")
-        start = [months[-1]["closing_balance"]] if months else [f["user_count"]]
-        line_x = [n_actual - 1, *xs[n_actual:]] if months else xs[n_actual:]
-        line_y = start + values if months else values
-        (trend_line,) = ax.plot(
-            line_x, line_y, color=COLORS["forecast"], linewidth=1.6, linestyle=":", zorder=3
-        )
-        trend_line.set_gid("forecast-line")
-        color = COLORS["renewal"] if is_renewal[-1] else COLORS["forecast"]
-        _label(ax, f"{values[-1]:g}", (xs[-1], values[-1]), color, fontweight="bold")
-
-    # The tier of each month (the version in force at its close), then the current tier.
-    tiers = [m["user_tier"] for m in months] + [f["user_tier"]] * len(future)
-    if tiers:
-        step_x = [xs[0] - 0.5, *[x + 0.5 for x in xs]]
-        step_tier = [tiers[0], *tiers]
-        (tier_line,) = ax.step(
-            step_x, step_tier, where="pre", color=COLORS["tier"], linewidth=1.8, zorder=4
-        )
-        tier_line.set_gid("tier")
-        (eighty_line,) = ax.step(
-            step_x,
-            [0.8 * t for t in step_tier],
-            where="pre",
-            color=COLORS["eighty"],
-            linewidth=1.2,
-            linestyle="--",
-            zorder=4,
-        )
-        eighty_line.set_gid("eighty")
-        right = {"offset": (3, 0), "ha": "left", "va": "center", "annotation_clip": False}
-        _label(ax, f"tier {tiers[-1]}", (step_x[-1], tiers[-1]), COLORS["tier"], **right)
-        _label(ax, "80%", (step_x[-1], 0.8 * tiers[-1]), COLORS["eighty"], **right)
-
-    invited = [m["invited_count"] for m in months]
-    if any(invited):
-        (invited_line,) = ax.plot(
-            xs[:n_actual],
-            invited,
-            color=COLORS["invited"],
-            marker="o",
-            markersize=3.5,
-            linewidth=1.2,
-            zorder=5,
-        )
-        invited_line.set_gid("invited")
-
-    top = max(
-        [f["user_tier"], *tiers, *[m["closing_balance"] for m in months]]
-        + [p["value"] for p in future]
-    )
-    ax.set_ylim(0, max(1, top) * 1.18)
-    ax.set_xlim(-0.6, n_all - 0.4 if n_all else 0.6)
-    ax.grid(axis="y", color=COLORS["grid"], linewidth=0.8, zorder=0)
-    ax.set_axisbelow(True)
-    ax.set_ylabel("users at month end")
-    for spine in ("top", "right"):
-        ax.spines[spine].set_visible(False)
-        ax_change.spines[spine].set_visible(False)
-    ax.xaxis.set_visible(False)  # the change panel below labels the months
-
-    legend = [
-        Patch(color=COLORS["billable"], label="billable"),
-        Patch(color=COLORS["non_billable"], label="non-billable"),
-    ]
-    legend_items = legend + [
-        Line2D([], [], color=COLORS["tier"], linewidth=1.8, label="user tier"),
-        Line2D([], [], color=COLORS["eighty"], linewidth=1.2, linestyle="--", label="80% of tier"),
-    ]
-    if any(invited):
-        legend_items.append(
-            Line2D([], [], color=COLORS["invited"], marker="o", markersize=3.5, label="invited")
-        )
-    if future:
-        legend_items.append(
-            Patch(
-                facecolor="#eef2ff",
-                edgecolor=COLORS["forecast"],
-                linestyle="--",
-                label="forecast",
-            )
-        )
-    ax.legend(
-        handles=legend_items,
-        loc="lower left",
-        bbox_to_anchor=(0, 1.0),
-        ncols=len(legend_items),
-        frameon=False,
-        fontsize=8,
-        handlelength=1.6,
-        columnspacing=1.2,
-    )
-
-    changes = [m["change"] for m in months]
-    change_values = [c or 0 for c in changes]
-    bars_c = ax_change.bar(
-        xs[:n_actual],
-        change_values,
-        width=width,
-        color=[COLORS["up"] if c > 0 else COLORS["down"] for c in change_values],
-        zorder=2,
-    )
-    _tag(bars_c, "change")
-    for x, c in zip(xs, changes, strict=False):
-        if c is None:
-            continue
-        _label(
-            ax_change,
-            f"{c:+d}" if c else "0",
-            (x, c),
-            COLORS["text"],
-            offset=(0, 2 if c >= 0 else -2),
-            va="bottom" if c >= 0 else "top",
-            fontsize=7.5,
-        )
-    span = max([abs(c) for c in change_values] + [1])
-    ax_change.set_ylim(-span * 1.6, span * 1.6)
-    ax_change.axhline(0, color=COLORS["muted"], linewidth=0.8)
-    ax_change.set_ylabel("change")
-    ax_change.set_yticks([])
-    ax_change.spines["left"].set_visible(False)
-    # Month labels as plain text under the panel, not tick labels: matplotlib builds five
-    # artists per tick (0.7 s of the 24 charts' 3.9 s at 1M users), for the same picture.
-    ax_change.set_xticks([])
-    below_panel = blended_transform_factory(ax_change.transData, ax_change.transAxes)
-    for x, label in zip(xs, labels, strict=True):
-        ax_change.text(
-            x,
-            -0.06,
-            label,
-            transform=below_panel,
-            ha="center",
-            va="top",
-            fontsize=8,
-            color=COLORS["muted"],
-        )
-
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    return _inline_svg(buffer.getvalue(), svg_id)
-
-
-def _label(
-    ax: Any,
-    text: str,
-    xy: tuple[float, float],
-    color: str,
-    *,
-    offset: tuple[float, float] = (0, 3),
-    **style: Any,
-) -> None:
-    """A small text label next to a point of the chart (above it unless told)."""
-    style = {"ha": "center", "fontsize": 8, **style}
-    ax.annotate(text, xy, xytext=offset, textcoords="offset points", color=color, **style)
-
-
-def _tag(artists: Iterable[Any], name: str) -> None:
-    """Name each mark (an SVG group id per bar) so tests and readers can find them."""
-    for n, artist in enumerate(artists):
-        artist.set_gid(f"{name}-{n}")
-
-
-def _inline_svg(svg: str, svg_id: str) -> str:
-    """An SVG document made fit to sit in HTML: no prolog, unique ids, scalable, page fonts."""
-    svg = svg[svg.index("<svg") :]
-    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
-    # ids must be unique in the page: prefix each, and every reference to one
-    svg = re.sub(r'\bid="', f'id="{svg_id}-', svg)
-    svg = svg.replace("url(#", f"url(#{svg_id}-")
-    svg = svg.replace('xlink:href="#', f'xlink:href="#{svg_id}-')
-    svg = re.sub(r"font-family: [^;\"]*", "font-family: inherit", svg)
-    svg = re.sub(
-        r'<svg ([^>]*?)width="[^"]*" height="[^"]*"', r'<svg \1class="chart"', svg, count=1
-    )
-    return svg
 
 
 # ---------------------------------------------------------------------------------------
