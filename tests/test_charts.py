@@ -134,3 +134,21 @@ def test_nice_ticks(top: float) -> None:
     assert ticks[-1] <= top < ticks[-1] + step
     assert len(ticks) <= 8 and (len(ticks) >= 3 or top < 3)
     assert re.fullmatch(r"[125]0*", str(int(step)))
+
+
+def test_large_figures_are_written_out() -> None:
+    """A plan of millions keeps plain figures on its axis and its forecast label."""
+    big = plan()
+    for month in big.months:
+        for column in ("billable_count", "closing_balance", "user_tier"):
+            month[column] *= 30_000
+    big.forecast |= {"user_tier": 3_000_000, "user_count": 2_430_000}
+    big.forecast |= {
+        "trend_users_per_month": 180_000.0,
+        "projected_user_count_at_renewal": 3_090_000,
+    }
+    big.projection = projection(big.forecast)
+    svg = ET.fromstring(render_chart(big, "c3"))
+    texts = [t.text or "" for t in svg.iter(f"{{{NS['svg']}}}text")]
+    assert not [t for t in texts if "e+" in t], texts
+    assert "3090000" in texts and "tier 3000000" in texts

@@ -171,7 +171,8 @@ class _Chart:
             f'stroke="{COLORS["forecast"]}" stroke-width="1.6" stroke-dasharray="{dotted}"',
         )
         last = COLORS["renewal"] if future[-1]["kind"] == "renewal" else COLORS["forecast"]
-        self.label(f"{values[-1]:g}", self.x(self.xs[-1]), self.y(values[-1]) - 3, last, bold=True)
+        at_end = _pt(values[-1], 1)  # one decimal at most: 1234567.5, never 1.23457e+06
+        self.label(at_end, self.x(self.xs[-1]), self.y(values[-1]) - 3, last, bold=True)
 
     def tier_lines(self) -> None:
         """The user tier and 80% of it as steps: each month shows the tier it closed on."""
@@ -190,7 +191,7 @@ class _Chart:
             self.group(gid, d, style)
         right = self.x(self.n_all - 0.5) + 3
         last = self.tiers[-1]
-        middle = FONT_SIZE * 0.35
+        middle = SMALL * 0.35
         self.text(f"tier {last}", right, self.y(last) + middle, COLORS["tier"], size=SMALL)
         self.text("80%", right, self.y(0.8 * last) + middle, COLORS["eighty"], size=SMALL)
 
@@ -361,9 +362,9 @@ def _number(value: float) -> str:
     return str(round(value))
 
 
-def _pt(value: float) -> str:
-    """A coordinate with two decimals and no trailing zeros (a smaller page)."""
-    return f"{value:.2f}".rstrip("0").rstrip(".")
+def _pt(value: float, decimals: int = 2) -> str:
+    """A number with at most `decimals` decimals and no trailing zeros (a smaller page)."""
+    return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
 
 
 def _polyline(points: Iterable[tuple[float, float]]) -> str:
