@@ -470,6 +470,14 @@ def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> 
     assert reasons[3] == "unparseable occurred_at: yesterday"
     assert reasons[4].startswith("TOO MANY COLUMNS")
     assert reasons[5] == "missing occurred_at"
+    # a quarantined row keeps its values as read, the unparseable one's text included
+    kept = query(
+        warehouse,
+        "select row_number, occurred_at_text, user_id from quarantine.access_events "
+        "where row_number in (3, 5) order by 1",
+    )
+    assert kept[0][2] is None and kept[0][1] is not None  # missing user_id: time as read
+    assert kept[1][1] == "yesterday"
 
     plans = query(warehouse, "select row_number, reason from quarantine.plans order by 1")
     assert plans == [
@@ -491,8 +499,8 @@ def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> 
         ("users/users_004.csv", 6, "MISSING COLUMNS"),
     ]
     assert query(warehouse, "select reason from quarantine.instances") == [("missing instance_id",)]
-    assert query(warehouse, "select reason from quarantine.last_seen") == [
-        ("unparseable last_seen_at: whenever",)
+    assert query(warehouse, "select reason, last_seen_at_text from quarantine.last_seen") == [
+        ("unparseable last_seen_at: whenever", "whenever")
     ]
     # Quarantined plans are not counted as plans.
     assert query(

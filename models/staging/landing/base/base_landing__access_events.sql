@@ -5,6 +5,7 @@
 ) }}
 -- Every access_events row as read, typed, with the reason it is quarantined (null: usable)
 -- and whether it is the first read of its event_id among usable rows (the copy that counts).
+-- occurred_at_text, the value as read, is kept on quarantined rows only.
 -- A table kept incrementally: each build parses only the rows loaded since the last one.
 -- Earlier rows never change, because the run rebuilds from scratch whenever a new file could
 -- hold a copy that is read before one already loaded (docs/operations.md).
@@ -88,7 +89,12 @@ read_before as (
 
 final as (
     select
-        checked.*,
+        -- the text as read is kept where it explains a quarantine; on a usable row it only
+        -- repeats occurred_at, and writing it cost ~0.5 s per 4M rows
+        checked.* replace (
+            case when checked.quarantine_reason is not null then checked.occurred_at_text end
+                as occurred_at_text
+        ),
         checked.quarantine_reason is null
         and (
             first_reads.first_read is null

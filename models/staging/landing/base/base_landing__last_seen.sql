@@ -3,7 +3,8 @@
     unique_key=['file_name', 'row_number'],
     incremental_strategy='delete+insert',
 ) }}
--- Every last_seen row as read, typed, with the reason it is quarantined (null: usable).
+-- Every last_seen row as read, typed, with the reason it is quarantined (null: usable);
+-- last_seen_at_text, the value as read, is kept on quarantined rows only.
 -- A table kept incrementally: each build parses only the rows loaded since the last one.
 with
 
@@ -36,6 +37,17 @@ checked as (
             ("last_seen_at is null", "'unparseable last_seen_at: ' || last_seen_at_text"),
         ]) }} as quarantine_reason
     from parsed
+),
+
+final as (
+    -- the text as read is kept where it explains a quarantine (on a usable row it only
+    -- repeats last_seen_at)
+    select
+        * replace (
+            case when quarantine_reason is not null then last_seen_at_text end
+                as last_seen_at_text
+        )
+    from checked
 )
 
-select * from checked
+select * from final
