@@ -153,10 +153,7 @@ class _Chart:
             renewal = point["kind"] == "renewal"
             width = 1.8 if renewal else 0.9
             edge = COLORS["renewal"] if renewal else COLORS["forecast"]
-            style = (
-                f' stroke="{edge}" stroke-width="{width}" '
-                f'stroke-dasharray="{" ".join(_pt(d * width) for d in DASHED)}"'
-            )
+            style = f' stroke="{edge}" stroke-width="{width}"{_dasharray(DASHED, width)}'
             self.bar(f"forecast-{n}", x, 0, point["value"], self.y, COLORS["forecast_fill"], style)
         values = [p["value"] for p in future]
         if self.plan.months:
@@ -164,11 +161,10 @@ class _Chart:
         else:
             start = []
         points = start + [(self.n_actual + n, v) for n, v in enumerate(values)]
-        dotted = " ".join(_pt(d * 1.6) for d in DOTTED)
         self.group(
             "forecast-line",
             _polyline([(self.x(a), self.y(b)) for a, b in points]),
-            f'stroke="{COLORS["forecast"]}" stroke-width="1.6" stroke-dasharray="{dotted}"',
+            f'stroke="{COLORS["forecast"]}" stroke-width="1.6"{_dasharray(DOTTED, 1.6)}',
         )
         last = COLORS["renewal"] if future[-1]["kind"] == "renewal" else COLORS["forecast"]
         at_end = _pt(values[-1], 1)  # one decimal at most: 1234567.5, never 1.23457e+06
@@ -187,7 +183,7 @@ class _Chart:
                 d += f" V{_pt(self.y(share * tier))} H{_pt(self.x(x + 0.5))}"
             style = f'stroke="{color}" stroke-width="{width}"'
             if dashes:
-                style += f' stroke-dasharray="{" ".join(_pt(s * width) for s in dashes)}"'
+                style += _dasharray(dashes, width)
             self.group(gid, d, style)
         right = self.x(self.n_all - 0.5) + 3
         last = self.tiers[-1]
@@ -262,11 +258,10 @@ class _Chart:
                     f'fill="{color}"/>'
                 )
             elif item == "forecast":
-                dash = " ".join(_pt(d * 0.9) for d in DASHED)
                 self.parts.append(
                     f'<rect x="{_pt(x)}" y="{_pt(middle - 3.5)}" width="{swatch}" height="7" '
                     f'fill="{COLORS["forecast_fill"]}" stroke="{COLORS["forecast"]}" '
-                    f'stroke-width="0.9" stroke-dasharray="{dash}"/>'
+                    f'stroke-width="0.9"{_dasharray(DASHED, 0.9)}/>'
                 )
             else:
                 color, width, dashes = {
@@ -274,7 +269,7 @@ class _Chart:
                     "80% of tier": (
                         COLORS["eighty"],
                         1.2,
-                        f' stroke-dasharray="{" ".join(_pt(d * 1.2) for d in DASHED)}"',
+                        _dasharray(DASHED, 1.2),
                     ),
                     "invited": (COLORS["invited"], 1.2, ""),
                 }[item]
@@ -365,6 +360,12 @@ def _number(value: float) -> str:
 def _pt(value: float, decimals: int = 2) -> str:
     """A number with at most `decimals` decimals and no trailing zeros (a smaller page)."""
     return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def _dasharray(pattern: tuple[float, float], width: float) -> str:
+    """The stroke-dasharray attribute of a dashed or dotted line `width` points wide (its
+    dashes grow with it, as matplotlib's did)."""
+    return f' stroke-dasharray="{" ".join(_pt(d * width) for d in pattern)}"'
 
 
 def _polyline(points: Iterable[tuple[float, float]]) -> str:
