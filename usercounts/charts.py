@@ -46,6 +46,12 @@ DASHED, DOTTED = (3.7, 1.6), (1.0, 1.65)
 # An average glyph's width in the page's sans-serif font, in ems: enough to place the
 # legend and the axis title; the text itself is drawn by the browser.
 GLYPH_EMS = 0.55
+# The lines drawn and their legend keys alike: colour, width in points, dash pattern.
+STROKES = {
+    "tier": (COLORS["tier"], 1.8, None),
+    "eighty": (COLORS["eighty"], 1.2, DASHED),
+    "invited": (COLORS["invited"], 1.2, None),
+}
 
 
 def render_chart(plan: Plan, svg_id: str) -> str:
@@ -61,7 +67,6 @@ class _Chart:
         months, future = plan.months, plan.projection
         self.n_actual = len(months)
         self.n_all = len(months) + len(future)
-        self.xs = list(range(self.n_all))
         self.x_min, self.x_max = -0.6, (self.n_all - 0.4 if self.n_all else 0.6)
         self.bar_width = 0.7 if self.n_all >= 8 else 0.45  # a few months: no fat bars
         # the tier of each month (the version in force at its close), then today's tier
@@ -168,23 +173,17 @@ class _Chart:
         )
         last = COLORS["renewal"] if future[-1]["kind"] == "renewal" else COLORS["forecast"]
         at_end = _pt(values[-1], 1)  # one decimal at most: 1234567.5, never 1.23457e+06
-        self.label(at_end, self.x(self.xs[-1]), self.y(values[-1]) - 3, last, bold=True)
+        self.label(at_end, self.x(self.n_all - 1), self.y(values[-1]) - 3, last, bold=True)
 
     def tier_lines(self) -> None:
         """The user tier and 80% of it as steps: each month shows the tier it closed on."""
         if not self.tiers:
             return
-        for gid, share, color, width, dashes in (
-            ("tier", 1.0, COLORS["tier"], 1.8, None),
-            ("eighty", 0.8, COLORS["eighty"], 1.2, DASHED),
-        ):
+        for gid, share in (("tier", 1.0), ("eighty", 0.8)):
             d = f"M{_pt(self.x(-0.5))} {_pt(self.y(share * self.tiers[0]))}"
-            for x, tier in zip(self.xs, self.tiers, strict=True):
+            for x, tier in enumerate(self.tiers):
                 d += f" V{_pt(self.y(share * tier))} H{_pt(self.x(x + 0.5))}"
-            style = f'stroke="{color}" stroke-width="{width}"'
-            if dashes:
-                style += _dasharray(dashes, width)
-            self.group(gid, d, style)
+            self.group(gid, d, _stroke(gid))
         right = self.x(self.n_all - 0.5) + 3
         last = self.tiers[-1]
         middle = SMALL * 0.35
@@ -203,7 +202,7 @@ class _Chart:
         )
         self.parts.append(
             f'<g id="{self.id}-invited"><path d="{_polyline(points)}" fill="none" '
-            f'stroke="{COLORS["invited"]}" stroke-width="1.2"/>{dots}</g>'
+            f"{_stroke('invited')}/>{dots}</g>"
         )
 
     def change_panel(self) -> None:
@@ -264,20 +263,14 @@ class _Chart:
                     f'stroke-width="0.9"{_dasharray(DASHED, 0.9)}/>'
                 )
             else:
-                color, width, dashes = {
-                    "user tier": (COLORS["tier"], 1.8, ""),
-                    "80% of tier": (
-                        COLORS["eighty"],
-                        1.2,
-                        _dasharray(DASHED, 1.2),
-                    ),
-                    "invited": (COLORS["invited"], 1.2, ""),
-                }[item]
-                self.line(x, middle, right, middle, color, width, dashes)
+                stroke = {"user tier": "tier", "80% of tier": "eighty", "invited": "invited"}[item]
+                self.parts.append(
+                    f'<path d="M{_pt(x)} {_pt(middle)} H{_pt(right)}" {_stroke(stroke)}/>'
+                )
                 if item == "invited":
                     self.parts.append(
                         f'<circle cx="{_pt(x + swatch / 2)}" cy="{_pt(middle)}" r="1.75" '
-                        f'fill="{color}"/>'
+                        f'fill="{COLORS["invited"]}"/>'
                     )
             self.text(item, right + 6.4, middle + SMALL * 0.35, COLORS["text"], size=SMALL)
             x = right + 6.4 + len(item) * SMALL * GLYPH_EMS + 9.6
@@ -360,6 +353,14 @@ def _number(value: float) -> str:
 def _pt(value: float, decimals: int = 2) -> str:
     """A number with at most `decimals` decimals and no trailing zeros (a smaller page)."""
     return f"{value:.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def _stroke(name: str) -> str:
+    """The stroke attributes of one of the named lines (STROKES)."""
+    color, width, dashes = STROKES[name]
+    return f'stroke="{color}" stroke-width="{width}"' + (
+        _dasharray(dashes, width) if dashes else ""
+    )
 
 
 def _dasharray(pattern: tuple[float, float], width: float) -> str:
