@@ -321,6 +321,51 @@ def test_a_run_does_not_write_into_the_reviewed_files(baseline: dict[str, Any]) 
     assert report.is_file() and report.parent.parent == baseline["settings"].home / "quality"
 
 
+def validations_without_page(quality_path: Path) -> list[str]:
+    """The stored validation results that have no data docs page."""
+    results, pages = quality_path / "results", quality_path / "docs" / "validations"
+    return [
+        str(result.relative_to(results))
+        for result in sorted(results.rglob("*.json"))
+        if not (pages / result.relative_to(results)).with_suffix(".html").is_file()
+    ]
+
+
+def test_every_validation_has_its_page_after_a_run(baseline: dict[str, Any]) -> None:
+    quality_path = baseline["settings"].quality_path
+    assert len(list((quality_path / "results").rglob("*.json"))) == len(suite_files())
+    assert validations_without_page(quality_path) == []
+    assert baseline["summary"].quality_docs_pending == []
+
+
+def test_a_step_failing_after_the_raw_checks_still_builds_their_pages(
+    baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    """The data docs are built once a run, after the marts; a run that fails between the
+    layers (here dbt, which cannot attach the working marts file another program holds)
+    builds the raw checks' pages on its way out."""
+    landing = write_landing(tmp_path / "landing", warnings=False)
+    settings = copy_home(baseline["settings"], tmp_path / "home", landing.root)
+    summary = pipeline.RunSummary(as_of=AS_OF)
+    with (
+        pytest.raises(RunFailed, match="^dbt build failed"),
+        pipeline.failure_recorded(settings, summary),
+    ):
+        pipeline.load(settings)
+        pipeline.validate_raw(settings, summary)
+        assert summary.quality_docs_pending  # not built after the raw layer
+        assert not quality.report_path(settings).exists()
+        with duckdb.connect(str(workdb.marts_path(settings.work_path))):
+            pipeline.build(settings, AS_OF)
+    raw_suites = [name for name in suite_files() if name.startswith("raw_")]
+    stored = list((settings.quality_path / "results").rglob("*.json"))
+    assert sorted(p.relative_to(settings.quality_path / "results").parts[0] for p in stored) == (
+        sorted(raw_suites)
+    )
+    assert validations_without_page(settings.quality_path) == []
+    assert quality.report_path(settings).is_file()
+
+
 # ---------------------------------------------------------------- a good run with warnings
 
 

@@ -6,10 +6,12 @@ without paying for a Prefect server per test.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import duckdb
 
@@ -19,6 +21,8 @@ from usercounts.config import Settings
 from usercounts.load import SOURCE_COLUMNS, FullReloadNeeded, LoadSummary, load_landing
 from usercounts.publish import publish
 from usercounts.state import append_quality, copy_state_into, record_quality, record_run
+
+logger = logging.getLogger(__name__)
 
 
 def _utc_now() -> datetime:
@@ -43,6 +47,8 @@ class RunSummary:
     checks: list[quality.CheckResult] = field(default_factory=list)
     quarantine_reasons: list[tuple[str, str | None, int, int]] = field(default_factory=list)
     quality_report: str | None = None
+    # This run's validations whose data docs pages are not built yet (quality.build_data_docs).
+    quality_docs_pending: list[Any] = field(default_factory=list)
     # "incremental", or "full rebuild (<why>)": how the working database was brought up to date.
     build_mode: str | None = None
 
@@ -237,10 +243,15 @@ def quality_history(
 
 @contextmanager
 def failure_recorded(settings: Settings, summary: RunSummary) -> Iterator[None]:
-    """On any failure, keep the run's data-quality record (the next published file shows it)."""
+    """On any failure, keep the run's data-quality record (the next published file shows it)
+    and build the data docs of the checks it ran (they are built once, after the marts)."""
     try:
         yield
     except Exception:
+        try:
+            quality.build_data_docs(settings, summary)
+        except Exception:  # noqa: BLE001 - the run's own error is the one to report
+            logger.warning("data docs of the failed run not built", exc_info=True)
         checks, quarantine = quality_history(summary, "failed")
         if checks or quarantine:
             record_quality(settings.state_path, checks, quarantine)
