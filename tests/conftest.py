@@ -127,6 +127,16 @@ def query(database: Path, sql: str, params: list[Any] | None = None) -> list[tup
         return con.execute(sql, params or []).fetchall()
 
 
+def validations_without_page(quality_path: Path) -> list[str]:
+    """The data-quality validation results stored in quality/ that have no data docs page."""
+    results, pages = quality_path / "results", quality_path / "docs" / "validations"
+    return [
+        str(result.relative_to(results))
+        for result in sorted(results.rglob("*.json"))
+        if not (pages / result.relative_to(results)).with_suffix(".html").is_file()
+    ]
+
+
 @pytest.fixture(scope="session")
 def prefect_api_url() -> Iterator[str]:
     """One real Prefect server for the whole session; flows and CLI runs report to it."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import Landing, query, run_cli, settings_for
+from conftest import Landing, query, run_cli, settings_for, validations_without_page
 
 from usercounts import pipeline, quality, workdb
 from usercounts.config import Settings
@@ -319,16 +319,6 @@ def test_a_run_does_not_write_into_the_reviewed_files(baseline: dict[str, Any]) 
     assert baseline["expectations_after"] == baseline["expectations_before"]
     report = quality.report_path(baseline["settings"])
     assert report.is_file() and report.parent.parent == baseline["settings"].home / "quality"
-
-
-def validations_without_page(quality_path: Path) -> list[str]:
-    """The stored validation results that have no data docs page."""
-    results, pages = quality_path / "results", quality_path / "docs" / "validations"
-    return [
-        str(result.relative_to(results))
-        for result in sorted(results.rglob("*.json"))
-        if not (pages / result.relative_to(results)).with_suffix(".html").is_file()
-    ]
 
 
 def test_every_validation_has_its_page_after_a_run(baseline: dict[str, Any]) -> None:
@@ -668,6 +658,7 @@ def test_mart_critical_fails_the_run_and_publishes_nothing(
     )
     assert failed_criticals(summary) == {(suite, column): 1}
     assert dump(settings.published_path) == baseline["dump"]
+    assert validations_without_page(settings.quality_path) == []
 
 
 # ---------------------------------------------------------------- the flow and the CLI
@@ -712,6 +703,8 @@ def test_flow_failure_publishes_nothing(three_runs: dict[str, Any]) -> None:
         'file can be read": 1 file; full report: '
     )
     assert three_runs["after_failure_dump"] == three_runs["first_dump"]
+    # the failed run's raw results have their pages, as the good runs' results do
+    assert validations_without_page(three_runs["database"].parent / "quality") == []
 
 
 def test_history_grows_by_one_set_of_rows_per_run(three_runs: dict[str, Any]) -> None:

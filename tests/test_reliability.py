@@ -27,7 +27,14 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import Landing, build_warehouse, canonical_dump, query, run_cli
+from conftest import (
+    Landing,
+    build_warehouse,
+    canonical_dump,
+    query,
+    run_cli,
+    validations_without_page,
+)
 
 import usercounts
 from usercounts import workdb
@@ -441,6 +448,24 @@ def test_a_second_run_exits_at_once_and_a_killed_runs_lock_does_not_block(site: 
     assert "Traceback" not in output
     wait_until(lambda: not any(alive(c) for c in children), 15, "the stopped run's children")
     assert_nobody_holds_the_run_files(site)
+    assert_untouched(site, state)
+
+
+def test_a_run_stopped_during_dbt_still_builds_its_raw_checks_pages(site: Site) -> None:
+    """The data docs are built once a run, after the marts checks; a run stopped between
+    the two layers (SIGTERM while dbt runs) builds its raw checks' pages on its way out."""
+    state = site.state()
+    results = site.settings.quality_path / "results"
+    before = set(results.rglob("*.json"))
+    run, marker = site.start(pause_at=DBT_CHILD)
+    paused(site, run, marker, DBT_CHILD)
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) == 130
+    assert "Traceback" not in site.output(run)
+    stored = sorted(p.relative_to(results).parts[0] for p in set(results.rglob("*.json")) - before)
+    raw_suites = (PROJECT_ROOT / "expectations" / "expectations").glob("raw_*.json")
+    assert stored == sorted(p.stem for p in raw_suites)  # this run's raw checks, only
+    assert validations_without_page(site.settings.quality_path) == []
     assert_untouched(site, state)
 
 

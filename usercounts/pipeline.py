@@ -6,7 +6,6 @@ without paying for a Prefect server per test.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,8 +20,6 @@ from usercounts.config import Settings
 from usercounts.load import SOURCE_COLUMNS, FullReloadNeeded, LoadSummary, load_landing
 from usercounts.publish import publish
 from usercounts.state import append_quality, copy_state_into, record_quality, record_run
-
-logger = logging.getLogger(__name__)
 
 
 def _utc_now() -> datetime:
@@ -243,18 +240,17 @@ def quality_history(
 
 @contextmanager
 def failure_recorded(settings: Settings, summary: RunSummary) -> Iterator[None]:
-    """On any failure, keep the run's data-quality record (the next published file shows it)
-    and build the data docs of the checks it ran (they are built once, after the marts)."""
+    """On any failure, keep the run's data-quality record (the next published file shows it).
+    On any failure or stop (Ctrl-C, SIGTERM), build the data docs of the checks it ran: they
+    are built once a run, after the marts."""
     try:
         yield
-    except Exception:
-        try:
-            quality.build_data_docs(settings, summary)
-        except Exception:  # noqa: BLE001 - the run's own error is the one to report
-            logger.warning("data docs of the failed run not built", exc_info=True)
-        checks, quarantine = quality_history(summary, "failed")
-        if checks or quarantine:
-            record_quality(settings.state_path, checks, quarantine)
+    except BaseException as stopped:
+        quality.build_data_docs_or_warn(settings, summary)
+        if isinstance(stopped, Exception):
+            checks, quarantine = quality_history(summary, "failed")
+            if checks or quarantine:
+                record_quality(settings.state_path, checks, quarantine)
         raise
 
 

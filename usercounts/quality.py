@@ -16,6 +16,7 @@ Great Expectations is imported inside the functions that need it: it costs ~5 s.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from datetime import date
@@ -39,6 +40,8 @@ LAYERS = ("raw", "marts")
 SEVERITIES = ("critical", "warning")
 # Validation results (and their data docs pages) kept per suite; older ones are removed.
 KEEP_RESULTS_PER_SUITE = 30
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,10 @@ def validate_layer(settings: Settings, summary: RunSummary, layer: str) -> list[
         if not result.success and result.severity == "warning":
             summary.warnings.append(f"data quality: {result.describe()}")
     failed = [r for r in results if not r.success and r.severity == "critical"]
-    if failed or layer == LAYERS[-1]:
+    if layer == LAYERS[-1] and not failed:
         build_data_docs(settings, summary)
     if failed:
+        build_data_docs_or_warn(settings, summary)  # the failed check is the error to report
         more = f" (and {len(failed) - 1} more critical)" if len(failed) > 1 else ""
         raise RunFailed(
             f"data quality check failed: {failed[0].describe()}{more}; "
@@ -116,15 +120,15 @@ def run_checkpoint(
         batch_parameters={"dataframe": frame},
         expectation_parameters={"quarantine_max_share": settings.quarantine_max_share},
     )
+    pages = [
+        *outcome.run_results.keys(),
+        *(ExpectationSuiteIdentifier(name=suite.name) for suite in suites),
+    ]
     row = frame.iloc[0].to_dict()
     results: list[CheckResult] = []
     for suite_result in outcome.run_results.values():
         for result in suite_result.results:
             results.append(_result(layer, suite_result.suite_name, result, row))
-    pages = [
-        *outcome.run_results.keys(),
-        *(ExpectationSuiteIdentifier(name=suite.name) for suite in suites),
-    ]
     return results, pages
 
 
@@ -138,6 +142,14 @@ def build_data_docs(settings: Settings, summary: RunSummary) -> None:
         return
     _context(settings).build_data_docs(resource_identifiers=summary.quality_docs_pending)
     summary.quality_docs_pending = []
+
+
+def build_data_docs_or_warn(settings: Settings, summary: RunSummary) -> None:
+    """build_data_docs for a run that is failing or stopping: a docs error must not hide why."""
+    try:
+        build_data_docs(settings, summary)
+    except Exception:  # noqa: BLE001 - logged; the run's own error is the one raised
+        logger.warning("data docs of this run not built", exc_info=True)
 
 
 def _context(settings: Settings) -> Any:
@@ -260,7 +272,7 @@ def _bounds(kwargs: dict[str, Any], column: str) -> str:
 def prune_results(quality_path: Path, keep: int) -> None:
     """Keep the newest `keep` validation results per suite (and their data docs pages).
 
-    GX rebuilds the data docs index from every stored result, so an unpruned folder would
+    GX rebuilds the data docs index from every page of the site, so an unpruned folder would
     make each run slower; marts.data_quality_runs keeps the full history.
     """
     for store in (quality_path / "results", quality_path / "docs" / "validations"):
