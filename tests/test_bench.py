@@ -61,6 +61,8 @@ def test_a_small_benchmark_runs_every_step_and_matches_the_baseline(tmp_path: Pa
     ]
     assert "not built yet" not in text  # every step of this checkout was timed
     assert "build modes: full rebuild (first build of this warehouse), incremental" in text
+    # each run's step functions prestart dbt's child as the flow does
+    assert "dbt parsed the project during the load and raw checks in 3 of 3 runs" in text
     assert "closing balances equal marts.plan_user_counts_monthly" in text
     assert re.search(
         r"a full rebuild as of the last night \(.*\): its marts and quarantine tables equal "

@@ -144,6 +144,11 @@ def test_the_flow_tunes_its_process_garbage_collector(flow_run: dict[str, Any]) 
     assert flow_run["gc"]["frozen"] > 0
 
 
+def test_the_flow_has_dbt_parse_the_project_while_it_loads(flow_run: dict[str, Any]) -> None:
+    # the parse made beside the load served the build (tests/test_dbt_child.py)
+    assert flow_run["summary"].dbt_parsed_in_advance
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))

@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from usercounts import workdb
+from usercounts import incremental, workdb
 from usercounts.config import PROJECT_ROOT
+from usercounts.dbt_child import PARSED_IN_ADVANCE
 from usercounts.errors import RunFailed
+
+# What dbt parses (dbt_project.yml's paths): a change to any of them between the parse in
+# advance and the build makes dbt's child parse again.
+DBT_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "macros", "seeds", "tests/dbt")
 
 
 @dataclass
@@ -27,6 +32,8 @@ class BuildResult:
     # Whether every model was rebuilt rather than added to, and why.
     full_refresh: bool = False
     full_refresh_reason: str | None = None
+    # Whether dbt skipped its parse, having parsed the project while the run loaded.
+    parsed_in_advance: bool = False
 
 
 def dbt_home(work_path: Path) -> Path:
@@ -81,6 +88,8 @@ class DbtChild:
     """A started `python -m usercounts.dbt_child` that has not been given its command yet."""
 
     def __init__(self) -> None:
+        # (environment, project files' hash) of the parse in advance the child was given
+        self.parsed_for: tuple[dict[str, str], str] | None = None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "usercounts.dbt_child"],
             cwd=PROJECT_ROOT,
@@ -91,9 +100,26 @@ class DbtChild:
             preexec_fn=die_with_parent(),  # it only calls prctl: safe beside threads
         )
 
+    def parse_in_advance(self, work_path: Path, env: dict[str, str]) -> None:
+        """Have the child parse the project now, for a command on this environment later.
+
+        Parsing opens no database: it runs beside the load, which holds the working file.
+        """
+        args = ["--quiet", "--no-use-colors", *dbt_args("parse", work_path)]
+        project = incremental.fingerprint(DBT_PROJECT_FILES)  # before dbt reads the files
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps({"parse": args, "env": env}) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            return  # the child died at its start: the build starts another (_take_dbt_child)
+        self.parsed_for = (env, project)
+
     def run(self, args: list[str], env: dict[str, str]) -> tuple[int, str]:
         """Give the child its command; wait for it; (exit code, its output)."""
-        request = json.dumps({"args": args, "env": env}) + "\n"
+        # the parse in advance serves only the environment and project files it was made for
+        parsed = self.parsed_for == (env, incremental.fingerprint(DBT_PROJECT_FILES))
+        request = json.dumps({"args": args, "env": env, "parsed_in_advance": parsed}) + "\n"
         try:
             stdout, stderr = self.proc.communicate(request)
         except BaseException:  # Ctrl-C, a stop request: dbt stops with the run
@@ -106,11 +132,15 @@ class DbtChild:
 _prestarted: DbtChild | None = None
 
 
-def prestart_dbt() -> None:
-    """Start dbt's child now, so that its imports overlap the steps before the build."""
+def prestart_dbt(work_path: Path, as_of: date, inactive_days: int | None = None) -> None:
+    """Start dbt's child now, and have it parse the project for a build of this working
+    database, so that its imports and its parse overlap the steps before the build."""
     global _prestarted
-    if _prestarted is None or _prestarted.proc.poll() is not None:
-        _prestarted = DbtChild()
+    if _prestarted is not None:  # left by a run that failed before its build: parsed for it
+        _prestarted.proc.kill()
+        _prestarted.proc.wait()
+    _prestarted = DbtChild()
+    _prestarted.parse_in_advance(work_path, dbt_env(work_path, as_of, inactive_days))
 
 
 def _take_dbt_child() -> DbtChild:
@@ -136,6 +166,7 @@ def run_dbt(
     env = dbt_env(work_path, as_of, inactive_days)
     args = ["--quiet", "--no-use-colors", *dbt_args(command, work_path, *extra)]
     returncode, output = _take_dbt_child().run(args, env)
+    parsed_in_advance = PARSED_IN_ADVANCE in output
     results_file = dbt_home(work_path) / "target" / "run_results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     statuses: dict[str, int] = {}
@@ -157,7 +188,7 @@ def run_dbt(
         more = f" and {len(failures) - 3} more" if len(failures) > 3 else ""
         raise RunFailed(f"dbt {command} failed: {'; '.join(failures[:3])}{more} (log: {logs})")
     timings.sort(key=lambda t: t[1], reverse=True)
-    return BuildResult(statuses=statuses, timings=timings)
+    return BuildResult(statuses=statuses, timings=timings, parsed_in_advance=parsed_in_advance)
 
 
 def die_with_parent() -> Callable[[], None] | None:

@@ -94,16 +94,16 @@ def clear_unfinished(work_path: Path) -> None:
     fsync_path(work_path.parent)
 
 
-def fingerprint() -> str:
+def fingerprint(inputs: tuple[str, ...] = PROJECT_INPUTS) -> str:
     """A hash of everything the working database's kept tables depend on besides the data:
-    the project inputs above, the layout version and the tool versions."""
+    the project inputs above (or the files given), the layout version and the tool versions."""
     digest = hashlib.sha256(f"layout {WORK_LAYOUT_VERSION}\n".encode())
     for package in ("duckdb", "dbt-core", "dbt-duckdb"):
         try:
             digest.update(f"{package} {version(package)}\n".encode())
         except PackageNotFoundError:
             digest.update(f"{package} -\n".encode())
-    for name in PROJECT_INPUTS:
+    for name in inputs:
         root = PROJECT_ROOT / name
         paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         for path in paths:

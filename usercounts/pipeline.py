@@ -48,6 +48,8 @@ class RunSummary:
     quality_docs_pending: list[Any] = field(default_factory=list)
     # "incremental", or "full rebuild (<why>)": how the working database was brought up to date.
     build_mode: str | None = None
+    # Whether dbt's child parsed the project while the run loaded (build.prestart_dbt).
+    dbt_parsed_in_advance: bool = False
 
     def to_markdown(self) -> str:
         """A short table a person reads at a glance."""
@@ -187,6 +189,7 @@ def load_build_publish(settings: Settings, as_of: date, full_refresh: bool = Fal
     summary.rows_loaded = dict(loaded.rows)
     built = build(settings, as_of, full_refresh)
     summary.build_mode = build_mode(loaded, built)
+    summary.dbt_parsed_in_advance = built.parsed_in_advance
     read_back(settings, summary)
     record_and_publish(settings, summary)
     return summary

@@ -1,0 +1,73 @@
+"""dbt's child parses the project while the run loads (usercounts.build.prestart_dbt).
+
+The nightly flow starts dbt's child before the load step and has it parse the project
+then; the build uses that parse only when it was made for the same working database,
+environment and project files. What it saves is measured by the benchmark
+(BENCHMARKS.md), not here; the flow's own use of it is checked in tests/test_report.py.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from conftest import Landing, canonical_dump, query, settings_for
+from test_incremental import D1, D2, night_1
+
+from usercounts import pipeline, workdb
+from usercounts.build import dbt_home, prestart_dbt
+
+
+def wait_for(path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} not written within {timeout} s"
+        time.sleep(0.1)
+
+
+def dbt_log_counts(work_path: Path) -> dict[str, int]:
+    """How many times dbt ran in this folder, and how many of those parsed the project
+    (dbt 1.11 logs the checksum of its parse state, at debug level, whenever it parses)."""
+    log = (dbt_home(work_path) / "logs" / "dbt.log").read_text(encoding="utf-8")
+    return {
+        "invocations": log.count("Running with dbt="),
+        "parses": len(re.findall(r"\]: checksum: [0-9a-f]+, vars:", log)),
+    }
+
+
+def test_a_build_on_the_parse_made_during_the_load_equals_one_that_parses(
+    landing: Landing, tmp_path: Path
+) -> None:
+    night_1(landing)
+    settings = settings_for(tmp_path / "advance", landing.root)
+    # dbt's last step of a parse; its first run in this folder has none to read
+    partial_parse = dbt_home(settings.work_path) / "target" / "partial_parse.msgpack"
+    # The parse opens no database: it finishes while another connection writes the
+    # working database, as the load's does.
+    settings.work_path.parent.mkdir(parents=True)
+    with workdb.connect(settings.work_path):
+        prestart_dbt(settings.work_path, D1, settings.inactive_days)
+        wait_for(partial_parse)
+    advance = pipeline.load_build_publish(settings, D1)
+    assert advance.dbt_parsed_in_advance
+    assert dbt_log_counts(settings.work_path) == {"invocations": 2, "parses": 1}
+
+    parsing = settings_for(tmp_path / "parsing", landing.root)
+    plain = pipeline.load_build_publish(parsing, D1)
+    assert not plain.dbt_parsed_in_advance
+    assert dbt_log_counts(parsing.work_path) == {"invocations": 1, "parses": 1}
+    dump = canonical_dump(settings.published_path)
+    assert dump["marts.plan_user_counts_monthly"]  # something was built to compare
+    assert dump == canonical_dump(parsing.published_path)
+
+
+def test_a_parse_made_for_another_run_is_not_used(landing: Landing, tmp_path: Path) -> None:
+    night_1(landing)
+    settings = settings_for(tmp_path / "home", landing.root)
+    prestart_dbt(settings.work_path, D2, settings.inactive_days)  # another as-of date
+    summary = pipeline.load_build_publish(settings, D1)
+    assert not summary.dbt_parsed_in_advance
+    assert query(settings.published_path, "select max(day) from marts.plan_user_counts_daily") == [
+        (D1,)
+    ]
