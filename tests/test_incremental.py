@@ -23,7 +23,11 @@ Mar + u5. (I2 counts in P2 for the whole history: a plan's instances are as decl
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -33,6 +37,8 @@ from conftest import Landing, build_warehouse, canonical_dump, query
 from test_counting_rules import ev
 
 from usercounts import incremental, pipeline, quality, workdb
+from usercounts.build import DBT_PROJECT_FILES, dbt_home
+from usercounts.config import PROJECT_ROOT
 from usercounts.load import landing_changes, landing_files, load_landing
 
 D1, D2, D3 = date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31)
@@ -142,12 +148,16 @@ def nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     night_1(landing)
     build_warehouse(landing.root, nightly, D1)
+    seeds_built = [seeds_in_last_build(nightly)]
     night_2(landing)
     settings = build_warehouse(landing.root, nightly, D2)
+    seeds_built.append(seeds_in_last_build(nightly))
     after_2 = canonical_dump(settings.published_path)
     rebuilt = build_warehouse(landing.root, scratch, D2, full_refresh=True)
+    seeds_built.append(seeds_in_last_build(scratch))
     scratch_2 = canonical_dump(rebuilt.published_path)
     build_warehouse(landing.root, nightly, D3)
+    seeds_built.append(seeds_in_last_build(nightly))
     after_3 = canonical_dump(settings.published_path)
     build_warehouse(landing.root, scratch, D3, full_refresh=True)
     scratch_3 = canonical_dump(rebuilt.published_path)
@@ -159,11 +169,95 @@ def nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "after_3": after_3,
         "scratch_3": scratch_3,
         "builds_after_3": builds(nightly),
+        "seeds_built": seeds_built,
     }
+
+
+def seeds_in_last_build(home: Path) -> list[str]:
+    """The seeds the last dbt build in this data folder loaded (dbt's run_results.json)."""
+    work_path = home / ".warehouse.work.duckdb"
+    results = json.loads((dbt_home(work_path) / "target" / "run_results.json").read_text())
+    return sorted(
+        r["unique_id"].split(".")[-1]
+        for r in results["results"]
+        if r["unique_id"].startswith("seed.")
+    )
 
 
 def test_nights_2_and_3_were_incremental(nights: dict) -> None:
     assert nights["builds_after_3"] == [(D1, True), (D2, False), (D3, False)]
+
+
+def test_incremental_nights_keep_the_seeds_the_first_build_loaded(nights: dict) -> None:
+    # night 1, night 2, the rebuild from scratch at D2, night 3
+    both = ["product_catalogue", "tier_ladder"]
+    assert nights["seeds_built"] == [both, [], both, []]
+
+
+# One run's data steps in a new process, on the project found first on PYTHONPATH.
+BUILD_IN_PROJECT = """
+import sys
+from datetime import date
+from pathlib import Path
+
+import usercounts
+from usercounts import pipeline
+from usercounts.config import Settings
+
+settings = Settings(landing=Path(sys.argv[1]), database=Path(sys.argv[2]))
+summary = pipeline.load_build_publish(settings, date.fromisoformat(sys.argv[3]))
+print(Path(usercounts.__file__).parent.parent)
+print(summary.build_mode)
+"""
+
+
+def test_an_edited_seed_rebuilds_and_is_used_by_the_next_night(
+    landing: Landing, tmp_path: Path
+) -> None:
+    # Incremental nights do not load the seeds again (the nights fixture): an edit to one
+    # must reach the next night through the project's fingerprint. The seed is edited in
+    # a copy of the project, not in the checkout the other tests run.
+    project = tmp_path / "project"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("usercounts", *DBT_PROJECT_FILES, "expectations"):
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, project / name, ignore=ignore)
+        else:
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, project / name)
+    night_1(landing)
+    database = tmp_path / "home" / "warehouse.duckdb"
+
+    def night(as_of: date) -> str:
+        proc = subprocess.run(
+            [sys.executable, "-c", BUILD_IN_PROJECT, str(landing.root), str(database)]
+            + [as_of.isoformat()],
+            cwd=project,
+            env={**os.environ, "PYTHONPATH": str(project)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ran_in, build_mode = proc.stdout.strip().splitlines()[-2:]
+        assert Path(ran_in) == project
+        return build_mode
+
+    def product_name(key: str) -> list[tuple]:
+        with duckdb.connect(str(database.with_name(".warehouse.work.duckdb")), True) as con:
+            sql = "select product_name from seeds.product_catalogue where product_key = ?"
+            return con.execute(sql, [key]).fetchall()
+
+    assert night(D1) == "full rebuild (first build of this warehouse)"
+    assert night(D2) == "incremental"
+    assert product_name("jira") == [("Jira",)]
+    seed = project / "seeds" / "product_catalogue.csv"
+    seed.write_text(seed.read_text().replace("jira,Jira\n", "jira,Jira Cloud\n"))
+    assert night(D2).startswith("full rebuild (the dbt project, the raw checks or the tool")
+    assert product_name("jira") == [("Jira Cloud",)]
+    assert seeds_in_last_build(database.parent) == ["product_catalogue", "tier_ladder"]
 
 
 def test_a_night_with_a_late_instance_and_a_duplicate_equals_a_rebuild(nights: dict) -> None:
