@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import duckdb
 import pytest
 
 from usercounts import pipeline
+from usercounts.build import DBT_PROJECT_FILES
 from usercounts.config import PROJECT_ROOT, Settings, quiet_tool_defaults
 from usercounts.load import SOURCE_COLUMNS
 
@@ -148,6 +150,20 @@ def prefect_api_url() -> Iterator[str]:
         os.environ["PREFECT_API_URL"] = url
         yield url
         os.environ.pop("PREFECT_API_URL", None)
+
+
+def copy_project(project: Path) -> Path:
+    """A copy of the package and the dbt project, for a test that edits the project (run it
+    in a process with PYTHONPATH=project): the checkout is shared by the other tests."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("usercounts", *DBT_PROJECT_FILES, "expectations"):
+        source = PROJECT_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, project / name, ignore=ignore)
+        elif source.exists():
+            (project / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, project / name)
+    return project
 
 
 def run_cli(

@@ -8,15 +8,22 @@ environment and project files. What it saves is measured by the benchmark
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from conftest import Landing, canonical_dump, query, settings_for
+import duckdb
+import pytest
+from conftest import Landing, canonical_dump, copy_project, query, settings_for
 from test_incremental import D1, D2, night_1
 
 from usercounts import pipeline, workdb
 from usercounts.build import dbt_home, prestart_dbt
+from usercounts.dbt_child import PARSED_IN_ADVANCE
+from usercounts.errors import RunFailed
 
 
 def wait_for(path: Path, timeout: float = 120) -> None:
@@ -71,3 +78,73 @@ def test_a_parse_made_for_another_run_is_not_used(landing: Landing, tmp_path: Pa
     assert query(settings.published_path, "select max(day) from marts.plan_user_counts_daily") == [
         (D1,)
     ]
+
+
+def test_a_failing_build_on_the_parse_in_advance_reports_dbt_s_own_error(
+    landing: Landing, tmp_path: Path
+) -> None:
+    night_1(landing)
+    settings = settings_for(tmp_path / "home", landing.root)
+    pipeline.load(settings)
+    # another program holds the working marts file: dbt cannot attach it
+    with duckdb.connect(str(workdb.marts_path(settings.work_path))):
+        prestart_dbt(settings.work_path, D1, settings.inactive_days)
+        with pytest.raises(RunFailed, match="^dbt build failed") as failed:
+            pipeline.build(settings, D1)
+    assert PARSED_IN_ADVANCE not in str(failed.value)
+    assert "lock" in str(failed.value).lower()
+
+
+# A run's data steps in a new process, on a copy of the project: dbt's child parses in
+# advance, and a model is edited (or not) once that parse is written.
+EDIT_AFTER_THE_PARSE = """
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from usercounts import pipeline
+from usercounts.build import dbt_home, prestart_dbt
+from usercounts.config import PROJECT_ROOT, Settings
+
+settings = Settings(landing=Path(sys.argv[1]), database=Path(sys.argv[2]))
+as_of = date.fromisoformat(sys.argv[3])
+prestart_dbt(settings.work_path, as_of, settings.inactive_days)
+partial_parse = dbt_home(settings.work_path) / "target" / "partial_parse.msgpack"
+while not partial_parse.exists():
+    time.sleep(0.1)
+if sys.argv[4] == "edit":
+    model = PROJECT_ROOT / "models" / "marts" / "plan_instances.sql"
+    model.write_text(model.read_text() + "\\n-- edited after the parse in advance\\n")
+print(pipeline.load_build_publish(settings, as_of).dbt_parsed_in_advance)
+"""
+
+
+def test_a_model_edited_after_the_parse_in_advance_is_parsed_again(
+    landing: Landing, tmp_path: Path
+) -> None:
+    project = copy_project(tmp_path / "project")
+    night_1(landing)
+
+    def run(home: str, edit: str) -> tuple[str, str]:
+        database = tmp_path / home / "warehouse.duckdb"
+        proc = subprocess.run(
+            [sys.executable, "-c", EDIT_AFTER_THE_PARSE, str(landing.root), str(database)]
+            + [D1.isoformat(), edit],
+            cwd=project,
+            env={**os.environ, "PYTHONPATH": str(project)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        compiled = dbt_home(database.with_name(".warehouse.work.duckdb")) / "target" / "compiled"
+        built = (compiled / "usercounts/models/marts/plan_instances.sql").read_text()
+        return proc.stdout.strip().splitlines()[-1], built
+
+    parsed_in_advance, built = run("unedited", "no edit")
+    assert parsed_in_advance == "True"
+    parsed_in_advance, built = run("edited", "edit")
+    assert parsed_in_advance == "False"
+    assert "-- edited after the parse in advance" in built

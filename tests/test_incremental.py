@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import date
@@ -33,12 +32,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import Landing, build_warehouse, canonical_dump, query
+from conftest import Landing, build_warehouse, canonical_dump, copy_project, query
 from test_counting_rules import ev
 
 from usercounts import incremental, pipeline, quality, workdb
-from usercounts.build import DBT_PROJECT_FILES, dbt_home
-from usercounts.config import PROJECT_ROOT
+from usercounts.build import dbt_home
 from usercounts.load import landing_changes, landing_files, load_landing
 
 D1, D2, D3 = date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31)
@@ -217,15 +215,7 @@ def test_an_edited_seed_rebuilds_and_is_used_by_the_next_night(
     # Incremental nights do not load the seeds again (the nights fixture): an edit to one
     # must reach the next night through the project's fingerprint. The seed is edited in
     # a copy of the project, not in the checkout the other tests run.
-    project = tmp_path / "project"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("usercounts", *DBT_PROJECT_FILES, "expectations"):
-        source = PROJECT_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, project / name, ignore=ignore)
-        else:
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, project / name)
+    project = copy_project(tmp_path / "project")
     night_1(landing)
     database = tmp_path / "home" / "warehouse.duckdb"
 

@@ -18,9 +18,22 @@ from usercounts.config import PROJECT_ROOT
 from usercounts.dbt_child import PARSED_IN_ADVANCE
 from usercounts.errors import RunFailed
 
-# What dbt parses (dbt_project.yml's paths): a change to any of them between the parse in
-# advance and the build makes dbt's child parse again.
-DBT_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "models", "macros", "seeds", "tests/dbt")
+# What dbt parses (dbt_project.yml's paths, and dbt's default paths and package files the
+# project does not have yet): a change to any of them between the parse in advance and the
+# build makes dbt's child parse again.
+DBT_PROJECT_FILES = (
+    "dbt_project.yml",
+    "profiles.yml",
+    "models",
+    "macros",
+    "seeds",
+    "tests/dbt",
+    "analyses",
+    "snapshots",
+    "functions",
+    "packages.yml",
+    "dependencies.yml",
+)
 
 
 @dataclass
@@ -128,6 +141,14 @@ class DbtChild:
             raise
         return self.proc.returncode, stdout + stderr
 
+    def discard(self) -> None:
+        """Stop a child that will not be given its command, and close its pipes."""
+        self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
 
 _prestarted: DbtChild | None = None
 
@@ -137,8 +158,7 @@ def prestart_dbt(work_path: Path, as_of: date, inactive_days: int | None = None)
     database, so that its imports and its parse overlap the steps before the build."""
     global _prestarted
     if _prestarted is not None:  # left by a run that failed before its build: parsed for it
-        _prestarted.proc.kill()
-        _prestarted.proc.wait()
+        _prestarted.discard()
     _prestarted = DbtChild()
     _prestarted.parse_in_advance(work_path, dbt_env(work_path, as_of, inactive_days))
 
@@ -167,6 +187,8 @@ def run_dbt(
     args = ["--quiet", "--no-use-colors", *dbt_args(command, work_path, *extra)]
     returncode, output = _take_dbt_child().run(args, env)
     parsed_in_advance = PARSED_IN_ADVANCE in output
+    # out of the output an error message quotes the last line of
+    output = output.replace(PARSED_IN_ADVANCE + "\n", "")
     results_file = dbt_home(work_path) / "target" / "run_results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     statuses: dict[str, int] = {}

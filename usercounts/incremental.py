@@ -156,14 +156,19 @@ def reload_reason(work_path: Path, landing: Path, full_refresh: bool) -> str | N
 
 
 def record_build(
-    con: duckdb.DuckDBPyConnection, as_of: date, landing: Path, full_refresh: bool
+    con: duckdb.DuckDBPyConnection,
+    as_of: date,
+    landing: Path,
+    full_refresh: bool,
+    project_fingerprint: str,
 ) -> None:
-    """Append this successful build to raw.builds (the loads it includes and its as-of date)."""
+    """Append this successful build to raw.builds (the loads it includes, its as-of date, and
+    the fingerprint of the project as it was when the build started)."""
     con.execute(BUILDS_DDL)
     con.execute(
         "insert into raw.builds (build_number, load_id, as_of_date, landing, fingerprint, "
         "full_refresh) select coalesce((select max(build_number) from raw.builds), 0) + 1, "
         "(select max(load_id) from raw.loaded_files), ?, ?, ?, ?",
-        [as_of, str(landing.resolve()), fingerprint(), full_refresh],
+        [as_of, str(landing.resolve()), project_fingerprint, full_refresh],
     )
     con.execute("checkpoint")

@@ -156,6 +156,9 @@ def build(settings: Settings, as_of: date, full_refresh: bool = False) -> BuildR
     when asked, on the first build, and when the as-of date is earlier than the last one.
     """
     incremental.mark_unfinished(settings.work_path)
+    # Taken once, before dbt reads the project: a file edited during the build must not be
+    # recorded as built (the next run then rebuilds, or loads the edited seed).
+    fingerprint = incremental.fingerprint()
     with duckdb.connect(str(settings.work_path), read_only=True) as con:
         last = incremental.last_build(con)
     reason = None
@@ -164,7 +167,7 @@ def build(settings: Settings, as_of: date, full_refresh: bool = False) -> BuildR
     elif last is not None and as_of < last.as_of_date:
         reason = f"as-of date before the last build's ({last.as_of_date.isoformat()})"
     exclude = ["test_type:unit"]
-    if last is not None and reason is None and last.fingerprint == incremental.fingerprint():
+    if last is not None and reason is None and last.fingerprint == fingerprint:
         # Adding to the last build of this project: its seeds are loaded and tested already
         # (a changed seed changes the fingerprint; the load then rebuilds from scratch).
         exclude.append("resource_type:seed")
@@ -181,7 +184,7 @@ def build(settings: Settings, as_of: date, full_refresh: bool = False) -> BuildR
     result.full_refresh = last is None or reason is not None
     result.full_refresh_reason = reason if last is not None else "nothing built before"
     with duckdb.connect(str(settings.work_path)) as con:
-        incremental.record_build(con, as_of, settings.landing, result.full_refresh)
+        incremental.record_build(con, as_of, settings.landing, result.full_refresh, fingerprint)
     incremental.clear_unfinished(settings.work_path)
     return result
 
