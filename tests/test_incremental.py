@@ -250,6 +250,48 @@ def test_an_edited_seed_rebuilds_and_is_used_by_the_next_night(
     assert seeds_in_last_build(database.parent) == ["product_catalogue", "tier_ladder"]
 
 
+# A night whose project is edited between its load and its build, in a new process.
+EDIT_BETWEEN_LOAD_AND_BUILD = """
+import sys
+from datetime import date
+from pathlib import Path
+
+from usercounts import incremental, pipeline
+from usercounts.config import PROJECT_ROOT, Settings
+
+settings = Settings(landing=Path(sys.argv[1]), database=Path(sys.argv[2]))
+as_of = date.fromisoformat(sys.argv[3])
+pipeline.load(settings)
+model = PROJECT_ROOT / "models" / "marts" / "plan_instances.sql"
+model.write_text(model.read_text() + "\\n-- edited while the run loaded\\n")
+pipeline.build(settings, as_of)
+print(incremental.reload_reason(settings.work_path, settings.landing, False))
+"""
+
+
+def test_a_project_edited_during_a_night_makes_the_next_night_rebuild(
+    landing: Landing, tmp_path: Path
+) -> None:
+    project = copy_project(tmp_path / "project")
+    night_1(landing)
+    database = tmp_path / "home" / "warehouse.duckdb"
+    build_in_project = [sys.executable, "-c", BUILD_IN_PROJECT, str(landing.root), str(database)]
+    edit_during = [sys.executable, "-c", EDIT_BETWEEN_LOAD_AND_BUILD, str(landing.root)]
+    for command in (build_in_project, [*edit_during, str(database)]):
+        proc = subprocess.run(
+            [*command, D1.isoformat()],
+            cwd=project,
+            env={**os.environ, "PYTHONPATH": str(project)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    reason = proc.stdout.strip().splitlines()[-1]
+    assert reason.startswith("the dbt project, the raw checks or the tool versions changed")
+
+
 def test_a_night_with_a_late_instance_and_a_duplicate_equals_a_rebuild(nights: dict) -> None:
     assert nights["after_2"] == nights["scratch_2"]
 

@@ -166,8 +166,10 @@ def build(settings: Settings, as_of: date, full_refresh: bool = False) -> BuildR
         reason = "full refresh requested"
     elif last is not None and as_of < last.as_of_date:
         reason = f"as-of date before the last build's ({last.as_of_date.isoformat()})"
+    # The load added to the last build because the project was the same; it changed since.
+    changed_since_load = last is not None and last.fingerprint != fingerprint
     exclude = ["test_type:unit"]
-    if last is not None and reason is None and last.fingerprint == fingerprint:
+    if last is not None and reason is None and not changed_since_load:
         # Adding to the last build of this project: its seeds are loaded and tested already
         # (a changed seed changes the fingerprint; the load then rebuilds from scratch).
         exclude.append("resource_type:seed")
@@ -183,8 +185,11 @@ def build(settings: Settings, as_of: date, full_refresh: bool = False) -> BuildR
     )
     result.full_refresh = last is None or reason is not None
     result.full_refresh_reason = reason if last is not None else "nothing built before"
+    # A build on a project edited during the run is recorded as no project's: the next run
+    # rebuilds from scratch rather than add to tables built partly by the older project.
+    recorded = "" if changed_since_load else fingerprint
     with duckdb.connect(str(settings.work_path)) as con:
-        incremental.record_build(con, as_of, settings.landing, result.full_refresh, fingerprint)
+        incremental.record_build(con, as_of, settings.landing, result.full_refresh, recorded)
     incremental.clear_unfinished(settings.work_path)
     return result
 
