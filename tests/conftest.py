@@ -166,6 +166,21 @@ def copy_project(project: Path) -> Path:
     return project
 
 
+def run_in_project(project: Path, script: str, *args: str) -> str:
+    """Run a Python script in a new process on a copy_project() copy; its standard output."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(project)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def run_cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

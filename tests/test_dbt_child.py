@@ -8,16 +8,20 @@ environment and project files. What it saves is measured by the benchmark
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import Landing, canonical_dump, copy_project, query, settings_for
+from conftest import (
+    Landing,
+    canonical_dump,
+    copy_project,
+    query,
+    run_in_project,
+    settings_for,
+)
 from test_incremental import D1, D2, night_1
 
 from usercounts import pipeline, workdb
@@ -128,20 +132,12 @@ def test_a_model_edited_after_the_parse_in_advance_is_parsed_again(
 
     def run(home: str, edit: str) -> tuple[str, str]:
         database = tmp_path / home / "warehouse.duckdb"
-        proc = subprocess.run(
-            [sys.executable, "-c", EDIT_AFTER_THE_PARSE, str(landing.root), str(database)]
-            + [D1.isoformat(), edit],
-            cwd=project,
-            env={**os.environ, "PYTHONPATH": str(project)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        out = run_in_project(
+            project, EDIT_AFTER_THE_PARSE, str(landing.root), str(database), D1.isoformat(), edit
         )
-        assert proc.returncode == 0, proc.stderr[-3000:]
         compiled = dbt_home(database.with_name(".warehouse.work.duckdb")) / "target" / "compiled"
         built = (compiled / "usercounts/models/marts/plan_instances.sql").read_text()
-        return proc.stdout.strip().splitlines()[-1], built
+        return out.strip().splitlines()[-1], built
 
     parsed_in_advance, built = run("unedited", "no edit")
     assert parsed_in_advance == "True"

@@ -25,14 +25,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import Landing, build_warehouse, canonical_dump, copy_project, query
+from conftest import (
+    Landing,
+    build_warehouse,
+    canonical_dump,
+    copy_project,
+    query,
+    run_in_project,
+)
 from test_counting_rules import ev
 
 from usercounts import incremental, pipeline, quality, workdb
@@ -220,18 +225,10 @@ def test_an_edited_seed_rebuilds_and_is_used_by_the_next_night(
     database = tmp_path / "home" / "warehouse.duckdb"
 
     def night(as_of: date) -> str:
-        proc = subprocess.run(
-            [sys.executable, "-c", BUILD_IN_PROJECT, str(landing.root), str(database)]
-            + [as_of.isoformat()],
-            cwd=project,
-            env={**os.environ, "PYTHONPATH": str(project)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        out = run_in_project(
+            project, BUILD_IN_PROJECT, str(landing.root), str(database), as_of.isoformat()
         )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        ran_in, build_mode = proc.stdout.strip().splitlines()[-2:]
+        ran_in, build_mode = out.strip().splitlines()[-2:]
         assert Path(ran_in) == project
         return build_mode
 
@@ -274,21 +271,10 @@ def test_a_project_edited_during_a_night_makes_the_next_night_rebuild(
 ) -> None:
     project = copy_project(tmp_path / "project")
     night_1(landing)
-    database = tmp_path / "home" / "warehouse.duckdb"
-    build_in_project = [sys.executable, "-c", BUILD_IN_PROJECT, str(landing.root), str(database)]
-    edit_during = [sys.executable, "-c", EDIT_BETWEEN_LOAD_AND_BUILD, str(landing.root)]
-    for command in (build_in_project, [*edit_during, str(database)]):
-        proc = subprocess.run(
-            [*command, D1.isoformat()],
-            cwd=project,
-            env={**os.environ, "PYTHONPATH": str(project)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    reason = proc.stdout.strip().splitlines()[-1]
+    args = (str(landing.root), str(tmp_path / "home" / "warehouse.duckdb"), D1.isoformat())
+    run_in_project(project, BUILD_IN_PROJECT, *args)
+    out = run_in_project(project, EDIT_BETWEEN_LOAD_AND_BUILD, *args)
+    reason = out.strip().splitlines()[-1]
     assert reason.startswith("the dbt project, the raw checks or the tool versions changed")
 
 
