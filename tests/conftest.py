@@ -13,7 +13,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,14 @@ def query(database: Path, sql: str, params: list[Any] | None = None) -> list[tup
     """Rows from the published warehouse, opened read-only as an analyst would."""
     with duckdb.connect(str(database), read_only=True) as con:
         return con.execute(sql, params or []).fetchall()
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
 
 
 def validations_without_page(quality_path: Path) -> list[str]:

@@ -9,7 +9,6 @@ environment and project files. What it saves is measured by the benchmark
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import duckdb
@@ -21,6 +20,7 @@ from conftest import (
     query,
     run_in_project,
     settings_for,
+    wait_until,
 )
 from test_incremental import D1, D2, night_1
 
@@ -28,13 +28,6 @@ from usercounts import pipeline, workdb
 from usercounts.build import dbt_home, prestart_dbt
 from usercounts.dbt_child import PARSED_IN_ADVANCE
 from usercounts.errors import RunFailed
-
-
-def wait_for(path: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} not written within {timeout} s"
-        time.sleep(0.1)
 
 
 def dbt_log_counts(work_path: Path) -> dict[str, int]:
@@ -59,7 +52,7 @@ def test_a_build_on_the_parse_made_during_the_load_equals_one_that_parses(
     settings.work_path.parent.mkdir(parents=True)
     with workdb.connect(settings.work_path):
         prestart_dbt(settings.work_path, D1, settings.inactive_days)
-        wait_for(partial_parse)
+        wait_until(partial_parse.exists, 120, f"{partial_parse} from the parse in advance")
     advance = pipeline.load_build_publish(settings, D1)
     assert advance.dbt_parsed_in_advance
     assert dbt_log_counts(settings.work_path) == {"invocations": 2, "parses": 1}

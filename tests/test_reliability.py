@@ -34,6 +34,7 @@ from conftest import (
     query,
     run_cli,
     validations_without_page,
+    wait_until,
 )
 
 import usercounts
@@ -108,14 +109,6 @@ def holders(*paths: Path) -> list[str]:
             if target.removesuffix(" (deleted)") in wanted:
                 found.append(f"{entry.name} {cmdline(int(entry.name))[:120]} -> {target}")
     return found
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------- the site

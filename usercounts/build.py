@@ -131,7 +131,10 @@ class DbtChild:
     def run(self, args: list[str], env: dict[str, str]) -> tuple[int, str]:
         """Give the child its command; wait for it; (exit code, its output)."""
         # the parse in advance serves only the environment and project files it was made for
-        parsed = self.parsed_for == (env, incremental.fingerprint(DBT_PROJECT_FILES))
+        parsed = self.parsed_for is not None and self.parsed_for == (
+            env,
+            incremental.fingerprint(DBT_PROJECT_FILES),
+        )
         request = json.dumps({"args": args, "env": env, "parsed_in_advance": parsed}) + "\n"
         try:
             stdout, stderr = self.proc.communicate(request)
