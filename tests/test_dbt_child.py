@@ -1,14 +1,16 @@
 """dbt's child parses the project while the run loads (usercounts.build.prestart_dbt).
 
-The nightly flow starts dbt's child before the load step and has it parse the project
-then; the build uses that parse only when it was made for the same working database,
-environment and project files. What it saves is measured by the benchmark
+The nightly flow starts dbt's child before the load step (`usercounts run` starts it
+earlier, build.start_dbt_child) and has it parse the project then; the build uses that
+parse only when it was made for the same working database, environment and project
+files. What it saves is measured by the benchmark
 (BENCHMARKS.md), not here; the flow's own use of it is checked in tests/test_report.py.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 from pathlib import Path
 
 import duckdb
@@ -25,7 +27,7 @@ from conftest import (
 from test_incremental import D1, D2, night_1
 
 from usercounts import pipeline, workdb
-from usercounts.build import dbt_home, prestart_dbt
+from usercounts.build import dbt_home, prestart_dbt, start_dbt_child
 from usercounts.dbt_child import PARSED_IN_ADVANCE
 from usercounts.errors import RunFailed
 
@@ -75,6 +77,35 @@ def test_a_parse_made_for_another_run_is_not_used(landing: Landing, tmp_path: Pa
     assert query(settings.published_path, "select max(day) from marts.plan_user_counts_daily") == [
         (D1,)
     ]
+
+
+def test_the_child_started_before_the_flow_parses_and_builds(
+    landing: Landing, tmp_path: Path
+) -> None:
+    """`usercounts run` starts dbt's child before it imports the flow; the flow's prestart
+    then gives that child the parse instead of starting another."""
+    night_1(landing)
+    settings = settings_for(tmp_path / "home", landing.root)
+    child = start_dbt_child()
+    assert prestart_dbt(settings.work_path, D1, settings.inactive_days) is child
+    summary = pipeline.load_build_publish(settings, D1)
+    assert summary.dbt_parsed_in_advance
+    assert child.proc.returncode == 0  # it ran the build (a discarded child is killed)
+
+
+def test_a_child_parsed_for_an_earlier_run_is_stopped_and_replaced(
+    landing: Landing, tmp_path: Path
+) -> None:
+    night_1(landing)
+    settings = settings_for(tmp_path / "home", landing.root)
+    # a run that failed before its build left this one, parsed for its own as-of date
+    left = prestart_dbt(settings.work_path, D2, settings.inactive_days)
+    child = prestart_dbt(settings.work_path, D1, settings.inactive_days)
+    assert child is not left
+    assert left.proc.wait(timeout=60) == -signal.SIGKILL
+    summary = pipeline.load_build_publish(settings, D1)
+    assert summary.dbt_parsed_in_advance
+    assert child.proc.returncode == 0
 
 
 def test_a_failing_build_on_the_parse_in_advance_reports_dbt_s_own_error(

@@ -65,7 +65,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     # dbt child and Prefect's temporary server are stopped instead of being left running.
     signal.signal(signal.SIGTERM, _interrupt)
     _settings(args)  # bad settings stop the run here, before Prefect starts
+    from usercounts.build import start_dbt_child
     from usercounts.prefect_server import start_temporary_server
+
+    # dbt imports in its child while this process imports; the flow gives it the project
+    # to parse once it holds the run lock (build.prestart_dbt)
+    start_dbt_child()
 
     # Without PREFECT_API_URL: Prefect's temporary server boots while the flow and Great
     # Expectations import (3-6 s), in a process that dies with this one.

@@ -2,9 +2,10 @@
 
 usercounts.build starts it (`python -m usercounts.dbt_child`) and writes one JSON line to
 its standard input: {"args": [...], "env": {...}}. Importing dbt and the DuckDB adapter costs
-~3 s, so the nightly flow starts the child before the load step (build.prestart_dbt) and
-that time passes while the run loads and checks the landing files. End of input (the
-run ended without building) ends the child.
+1-3 s, so the nightly flow starts the child before the load step (build.prestart_dbt) and
+that time passes while the run loads and checks the landing files; `usercounts run` starts
+it earlier still, before it imports the flow (build.start_dbt_child). End of input (the run
+ended without building) ends the child.
 
 A prestarted child is also told the project to parse, before its command:
 {"parse": [...], "env": {...}}. It parses then (~0.7 s with dbt's partial parse; parsing
