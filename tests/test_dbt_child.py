@@ -86,7 +86,10 @@ def test_the_child_started_before_the_flow_parses_and_builds(
     then gives that child the parse instead of starting another."""
     night_1(landing)
     settings = settings_for(tmp_path / "home", landing.root)
+    # a run that failed before its build left a child parsed for it: not the one to use
+    left = prestart_dbt(settings.work_path, D2, settings.inactive_days)
     child = start_dbt_child()
+    assert child is not left
     assert prestart_dbt(settings.work_path, D1, settings.inactive_days) is child
     summary = pipeline.load_build_publish(settings, D1)
     assert summary.dbt_parsed_in_advance

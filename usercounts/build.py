@@ -164,7 +164,13 @@ def start_dbt_child() -> DbtChild:
     users) are shorter than dbt's import and parse together.
     """
     global _prestarted
-    if _prestarted is None or _prestarted.proc.poll() is not None:
+    if _prestarted is not None and (
+        _prestarted.parsed_for is not None or _prestarted.proc.poll() is not None
+    ):
+        # left by a run that failed before its build (it parsed for that run), or dead
+        _prestarted.discard()
+        _prestarted = None
+    if _prestarted is None:
         _prestarted = DbtChild()
     return _prestarted
 
@@ -173,10 +179,6 @@ def prestart_dbt(work_path: Path, as_of: date, inactive_days: int | None = None)
     """Start dbt's child now (or take the one start_dbt_child started), and have it parse
     the project for a build of this working database, so that its imports and its parse
     overlap the steps before the build."""
-    global _prestarted
-    if _prestarted is not None and _prestarted.parsed_for is not None:
-        _prestarted.discard()  # left by a run that failed before its build: parsed for it
-        _prestarted = None
     child = start_dbt_child()
     child.parse_in_advance(work_path, dbt_env(work_path, as_of, inactive_days))
     return child
