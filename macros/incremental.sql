@@ -43,9 +43,23 @@
     {{- build.load_id if build else -1 -}}
 {%- endmacro %}
 
+{#- A pre-hook for the typed base tables, which append the rows loaded since the last build:
+    delete any such rows first. A usercounts run finds none (a failed build makes the next
+    run rebuild from scratch); a `dbt build` run again before the build is recorded would
+    otherwise add them twice. Rows are appended in load order, so DuckDB skips the older row
+    groups by their min/max load_id. -#}
+{% macro delete_rows_loaded_since() -%}
+    {%- if is_incremental() -%}
+        delete from {{ this }} where load_id > {{ previous_load_id() }}
+    {%- else -%}
+        select 1
+    {%- endif -%}
+{%- endmacro %}
+
 {#- A pre-hook for models that recompute a group of rows at a time (a pair's spans, a user's
-    segments): delete the groups listed in `changes` before delete+insert adds them again,
-    so that a group whose rows all went away loses them too. -#}
+    segments): delete the groups listed in `changes`, which the model then appends again
+    (a group whose rows all went away loses them too). The model's strategy is `append`:
+    dbt's delete+insert would join the whole table on the unique key to delete nothing. -#}
 {% macro delete_changed(changes, columns) -%}
     {%- if is_incremental() -%}
         delete from {{ this }}
@@ -90,9 +104,9 @@
 {%- endmacro %}
 
 {#- A pre-hook for user_last_seen and counted_users: delete the rows of the users in
-    int_users_changed, which the model then computes again; or every row (the model then
-    computes them all, as it does whenever it starts empty) when plan rows were loaded
-    since the last build, when a plan's org in force at A is not its org at the last
+    int_users_changed, which the model then computes and appends again; or every row (the
+    model then computes them all, as it does whenever it starts empty) when plan rows were
+    loaded since the last build, when a plan's org in force at A is not its org at the last
     build's as-of instant (any plan: counted_users.added_to_org_at reads ended access on
     plans nobody is counted in now), or, with `admins`, when org_admins rows were loaded
     (is_org_admin). -#}

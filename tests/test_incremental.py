@@ -41,7 +41,7 @@ from conftest import (
 from test_counting_rules import ev
 
 from usercounts import incremental, pipeline, quality, workdb
-from usercounts.build import dbt_home
+from usercounts.build import dbt_home, run_dbt
 from usercounts.load import landing_changes, landing_files, load_landing
 
 D1, D2, D3 = date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31)
@@ -642,6 +642,30 @@ def test_a_plan_nobody_is_counted_in_moving_org_reaches_added_to_org(tmp_path: P
         nightly.published_path,
         "select org_id, strftime(added_to_org_at, '%m-%d') from marts.counted_users",
     ) == [("O1", "01-02")]
+
+
+def test_a_build_run_again_before_it_is_recorded_adds_no_row_twice(tmp_path: Path) -> None:
+    """The appending models take a load's rows once even when dbt builds it twice: a first
+    `dbt build` of night 2 that was never recorded (as one run by hand would leave), then
+    the run's own build of the same load."""
+    landing = Landing(tmp_path / "landing")
+    night_1(landing)
+    settings = build_warehouse(landing.root, tmp_path / "nightly", D1)
+    night_2(landing)
+    pipeline.load(settings)
+    run_dbt("build", settings.work_path, D2, "--exclude", "test_type:unit", "resource_type:seed")
+    pipeline.build(settings, D2)
+    assert builds(settings.home) == [(D1, True), (D2, False)]
+    with duckdb.connect(str(settings.work_path), read_only=True) as con:
+        for source in ("access_events", "users", "last_seen"):
+            typed, keys, raw = con.execute(
+                f"select count(*), count(distinct (file_name, row_number)), "  # noqa: S608
+                f"(select count(*) from raw.{source}) from staging.base_landing__{source}"
+            ).fetchone()
+            assert typed == keys == raw, source
+    rebuilt = build_warehouse(landing.root, tmp_path / "scratch", D2)
+    nightly_marts = canonical_dump(workdb.marts_path(settings.work_path))
+    assert nightly_marts == canonical_dump(workdb.marts_path(rebuilt.work_path))
 
 
 # ---------------------------------------------------------------- raw checks, load by load

@@ -1,7 +1,7 @@
 {{ config(
     materialized='incremental',
     unique_key=['plan_id', 'user_id', 'first_day'],
-    incremental_strategy='delete+insert',
+    incremental_strategy='append',
     pre_hook="{{ delete_changed('int_access_pairs_changed', ['user_id']) }}",
 ) }}
 -- depends_on: {{ ref('int_access_pairs_changed') }}

@@ -1,7 +1,7 @@
 {{ config(
     materialized='incremental',
     unique_key=['instance_id', 'user_id', 'valid_from'],
-    incremental_strategy='delete+insert',
+    incremental_strategy='append',
     pre_hook="{{ delete_changed('int_access_pairs_changed', ['instance_id', 'user_id']) }}",
 ) }}
 -- depends_on: {{ ref('int_access_pairs_changed') }}

@@ -1,7 +1,7 @@
 {{ config(
     materialized='incremental',
     unique_key=['plan_id', 'user_id'],
-    incremental_strategy='delete+insert',
+    incremental_strategy='append',
     pre_hook="{{ delete_user_rows_to_recompute(admins=true) }}",
     post_hook=[
         "{{ raise_plan_last_seen() }}",

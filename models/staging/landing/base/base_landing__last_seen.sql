@@ -1,11 +1,13 @@
 {{ config(
     materialized='incremental',
     unique_key=['file_name', 'row_number'],
-    incremental_strategy='delete+insert',
+    incremental_strategy='append',
+    pre_hook="{{ delete_rows_loaded_since() }}",
 ) }}
 -- Every last_seen row as read, typed, with the reason it is quarantined (null: usable);
 -- last_seen_at_text, the value as read, is kept on quarantined rows only.
--- A table kept incrementally: each build parses only the rows loaded since the last one.
+-- A table kept incrementally: each build parses and appends only the rows loaded since the
+-- last one (a loaded file is never loaded again: a changed file rebuilds from scratch).
 with
 
 source as (
