@@ -43,19 +43,6 @@
     {{- build.load_id if build else -1 -}}
 {%- endmacro %}
 
-{#- A pre-hook for the typed base tables, which append the rows loaded since the last build:
-    delete any such rows first. A usercounts run finds none (a failed build makes the next
-    run rebuild from scratch); a `dbt build` run again before the build is recorded would
-    otherwise add them twice. Rows are appended in load order, so DuckDB skips the older row
-    groups by their min/max load_id. -#}
-{% macro delete_rows_loaded_since() -%}
-    {%- if is_incremental() -%}
-        delete from {{ this }} where load_id > {{ previous_load_id() }}
-    {%- else -%}
-        select 1
-    {%- endif -%}
-{%- endmacro %}
-
 {#- A pre-hook for models that recompute a group of rows at a time (a pair's spans, a user's
     segments): delete the groups listed in `changes`, which the model then appends again
     (a group whose rows all went away loses them too). The model's strategy is `append`:

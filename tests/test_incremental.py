@@ -645,9 +645,10 @@ def test_a_plan_nobody_is_counted_in_moving_org_reaches_added_to_org(tmp_path: P
 
 
 def test_a_build_run_again_before_it_is_recorded_adds_no_row_twice(tmp_path: Path) -> None:
-    """The appending models take a load's rows once even when dbt builds it twice: a first
-    `dbt build` of night 2 that was never recorded (as one run by hand would leave), then
-    the run's own build of the same load."""
+    """A load's rows are added once even when dbt builds it twice: a first `dbt build` of
+    night 2 that was never recorded (as one run by hand would leave), then the run's own
+    build of the same load. The base tables keep their unique key's delete for this; the
+    per-pair and per-user models append after their pre-hook's delete."""
     landing = Landing(tmp_path / "landing")
     night_1(landing)
     settings = build_warehouse(landing.root, tmp_path / "nightly", D1)

@@ -1,14 +1,12 @@
 {{ config(
     materialized='incremental',
     unique_key=['file_name', 'row_number'],
-    incremental_strategy='append',
-    pre_hook="{{ delete_rows_loaded_since() }}",
+    incremental_strategy='delete+insert',
 ) }}
 -- Every access_events row as read, typed, with the reason it is quarantined (null: usable)
 -- and whether it is the first read of its event_id among usable rows (the copy that counts).
 -- occurred_at_text, the value as read, is kept on quarantined rows only.
--- A table kept incrementally: each build parses and appends only the rows loaded since the
--- last one (a loaded file is never loaded again: a changed file rebuilds from scratch).
+-- A table kept incrementally: each build parses only the rows loaded since the last one.
 -- Earlier rows never change, because the run rebuilds from scratch whenever a new file could
 -- hold a copy that is read before one already loaded (docs/operations.md).
 with

@@ -1,13 +1,11 @@
 {{ config(
     materialized='incremental',
     unique_key=['file_name', 'row_number'],
-    incremental_strategy='append',
-    pre_hook="{{ delete_rows_loaded_since() }}",
+    incremental_strategy='delete+insert',
 ) }}
 -- Every last_seen row as read, typed, with the reason it is quarantined (null: usable);
 -- last_seen_at_text, the value as read, is kept on quarantined rows only.
--- A table kept incrementally: each build parses and appends only the rows loaded since the
--- last one (a loaded file is never loaded again: a changed file rebuilds from scratch).
+-- A table kept incrementally: each build parses only the rows loaded since the last one.
 with
 
 source as (
