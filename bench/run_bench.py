@@ -252,6 +252,7 @@ def run_steps(settings: Settings, as_of: date, label: str) -> Run:
     # `usercounts run` imports Great Expectations before its steps (cli.cmd_run); left to
     # the checks, the import (2.5-5 s) would count in the first run's steps and no night's
     import great_expectations  # noqa: F401
+
     cpu0, started = cpu_seconds(), time.perf_counter()
 
     def timed(step: str, call: Callable[[], Any]) -> Any:
