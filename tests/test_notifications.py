@@ -666,6 +666,21 @@ def test_deliver_to_outbox_is_rfc5322(tmp_path: Path) -> None:
     assert path.read_bytes().isascii()
 
 
+def test_outbox_file_is_the_logged_message(tmp_path: Path) -> None:
+    """A message delivered from the log (a later run retrying it) is filed as logged, not
+    as parsed and serialized again: Python folds this Subject differently the second time."""
+    settings = Settings(database=tmp_path / "w.duckdb")
+    due = {**OUTBOX_FACTS, "plan_name": "Northern Bikes Confluence"}
+    facts = notify.PlanFacts(admins={"O": ["a@b.example"]}, month_ends={}, least_active={})
+    row, _ = notify.intent_for(settings, due, facts)
+    reserialized = email.message_from_string(row["message_eml"], policy=email.policy.default)
+    assert reserialized.as_bytes() != row["message_eml"].encode()  # what the test tells apart
+    assert notify.record_intents(settings, [row]) == 1
+    assert notify.deliver_unsent(settings) == 1  # no message of this run: read from the log
+    [path] = (tmp_path / "outbox").glob("*.eml")
+    assert path.read_bytes() == row["message_eml"].encode()
+
+
 def other_process_reads_log(path: Path) -> list[tuple[str, str, int]] | None:
     """The log as another process sees it, or None while this process holds the file."""
     script = (

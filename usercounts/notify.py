@@ -455,7 +455,7 @@ def deliver_unsent(settings: Settings, rendered: dict[str, EmailMessage] | None 
                 message_eml, policy=email.policy.default
             )
             try:
-                deliver(settings, message)
+                deliver(settings, message, message_eml)
             except DeliveryError as exc:
                 error = f"{'permanent' if exc.permanent else 'temporary'}: {exc}"
                 log.note(notification_id, FAILED, error)
