@@ -44,7 +44,7 @@ def deliver(settings: Settings, message: EmailMessage, text: str | None = None) 
     """Send or file one message; return where it went. Raises DeliveryError on failure.
 
     text: the message as already serialized (notify logs each message's text): the outbox
-    file is then that text, not a second serialization (~1.5 ms a message).
+    file is then that text, not a second serialization of the message.
     """
     if "Message-ID" not in message or "From" not in message:
         text = None  # the text lacks the headers added here
