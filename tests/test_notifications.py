@@ -91,11 +91,21 @@ class Received:
 @dataclass
 class Recorder:
     """aiosmtpd handler: records every accepted message; `reply` makes it answer DATA with
-    an error instead, `fail_first` fails only that many DATA commands."""
+    an error instead, `fail_first` fails only that many DATA commands, `refuse` answers
+    RCPT TO for those addresses with their reply."""
 
     received: list[Received] = field(default_factory=list)
     reply: str | None = None
     fail_first: int = 0
+    refuse: dict[str, str] = field(default_factory=dict)
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd API
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.fail_first > 0:
@@ -679,6 +689,57 @@ def test_outbox_file_is_the_logged_message(tmp_path: Path) -> None:
     assert notify.deliver_unsent(settings) == 1  # no message of this run: read from the log
     [path] = (tmp_path / "outbox").glob("*.eml")
     assert path.read_bytes() == row["message_eml"].encode()
+
+
+def test_recipients_refused_get_the_retry_and_the_others_nothing_twice(
+    tmp_path: Path, smtp: Controller
+) -> None:
+    """The server takes a message for one admin and refuses the other at RCPT TO (smtplib
+    then returns instead of raising): the row stays failed, naming who was refused, and
+    the retry goes to that admin only, with the same message."""
+    handler: Recorder = smtp.handler
+    handler.take()
+    settings = Settings(database=tmp_path / "w.duckdb", **smtp_settings(smtp))
+    admins = ["ada@o.example", "ben@o.example"]
+    facts = notify.PlanFacts(admins={"O": admins}, month_ends={}, least_active={})
+    row, _ = notify.intent_for(settings, OUTBOX_FACTS, facts)
+    notify.record_intents(settings, [row])
+
+    def logged() -> tuple:
+        with duckdb.connect(str(settings.state_path), read_only=True) as con:
+            return con.execute(
+                "select status, attempts, delivered_to, last_error, sent_at is not null "
+                "from notification_log"
+            ).fetchone()
+
+    handler.refuse = {"ben@o.example": "450 4.2.1 mailbox busy"}
+    try:
+        notify.deliver_unsent(settings)
+        [first] = handler.take()
+        assert first.rcpt_tos == ["ada@o.example"]
+        status, attempts, delivered_to, error, sent = logged()
+        assert (status, attempts, delivered_to, sent) == ("failed", 1, "ada@o.example", False)
+        assert error == "temporary: SMTP refused ben@o.example (450 '4.2.1 mailbox busy')"
+        report = notify.read_report(settings, datetime(2000, 1, 1))
+        assert report.unsent == 1 and "ben@o.example (450" in report.warnings[0]
+
+        # refused for good (5xx) on the next try: still only ben is tried, and it stays owed
+        handler.refuse = {"ben@o.example": "550 5.1.1 no such user"}
+        notify.deliver_unsent(settings)
+        assert handler.take() == []
+        assert logged()[:3] == ("failed", 2, "ada@o.example")
+        assert logged()[3].startswith("permanent: SMTP refused ben@o.example (550")
+    finally:
+        handler.refuse = {}
+
+    notify.deliver_unsent(settings)
+    [retry] = handler.take()
+    assert retry.rcpt_tos == ["ben@o.example"]
+    assert retry.message["Message-ID"] == first.message["Message-ID"] == row["message_id"]
+    assert retry.message["To"] == first.message["To"] == "ada@o.example, ben@o.example"
+    assert logged() == ("sent", 3, "ada@o.example, ben@o.example", None, True)
+    assert notify.deliver_unsent(settings) == 0
+    assert handler.take() == []
 
 
 def other_process_reads_log(path: Path) -> list[tuple[str, str, int]] | None:

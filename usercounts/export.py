@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 
 from usercounts.config import Settings
-from usercounts.mail import DeliveryError, deliver
+from usercounts.mail import DeliveryError, RecipientsRefused, deliver
 from usercounts.manifest import (
     EXPORT_LIFETIME,
     TEMP_PREFIX,
@@ -327,13 +327,17 @@ def _notify_admins(
     message = ready_message(org_id, results, admins, warnings)
     if message is None:
         return
+    everyone = [a.addr_spec for a in message["To"].addresses]
     try:
         deliver(settings, message)
+    except RecipientsRefused as exc:
+        warnings.append(f"export written, but not emailed to every admin of org {org_id}: {exc}")
+        everyone = [address for address in everyone if address not in exc.refused]
     except DeliveryError as exc:
         warnings.append(f"export written, but the email to org {org_id}'s admins failed: {exc}")
         return
     for result in results:
-        result.notified = [a.addr_spec for a in message["To"].addresses]
+        result.notified = list(everyone)
 
 
 def ready_message(

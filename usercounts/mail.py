@@ -25,6 +25,25 @@ class DeliveryError(RuntimeError):
         self.permanent = permanent
 
 
+class RecipientsRefused(DeliveryError):
+    """The server refused some (or all) recipients; `refused` are their addresses.
+
+    smtplib does not raise when it refuses only some: it returns them, and the message has
+    gone to the others. A retry must go to the refused ones only, or the others get it twice.
+    """
+
+    def __init__(self, refused: dict[str, tuple[int, bytes]]) -> None:
+        self.refused = sorted(refused)
+        answers = ", ".join(
+            f"{address} ({code} {reply.decode(errors='replace')!r})"
+            for address, (code, reply) in sorted(refused.items())
+        )
+        super().__init__(
+            f"SMTP refused {answers}",
+            permanent=all(code >= 500 for code, _ in refused.values()),
+        )
+
+
 def smtp_password(settings: Settings) -> str | None:
     """The SMTP password from the environment, or from a file only its owner can read."""
     if settings.smtp_password is not None:
@@ -40,11 +59,19 @@ def smtp_password(settings: Settings) -> str | None:
     return path.read_text().strip()
 
 
-def deliver(settings: Settings, message: EmailMessage, text: str | None = None) -> str:
-    """Send or file one message; return where it went. Raises DeliveryError on failure.
+def deliver(
+    settings: Settings,
+    message: EmailMessage,
+    text: str | None = None,
+    to_addrs: list[str] | None = None,
+) -> str:
+    """Send or file one message; return where it went. Raises DeliveryError on failure,
+    RecipientsRefused when the server refused some recipients (the others have it).
 
     text: the message as already serialized (notify logs each message's text): the outbox
     file is then that text, not a second serialization of the message.
+    to_addrs: the SMTP envelope's recipients when not every address of the headers (a retry
+    to those an earlier attempt missed); an outbox file is the message as it is.
     """
     if "Message-ID" not in message or "From" not in message:
         text = None  # the text lacks the headers added here
@@ -53,11 +80,11 @@ def deliver(settings: Settings, message: EmailMessage, text: str | None = None) 
     if "From" not in message:
         message["From"] = settings.mail_from
     if settings.smtp_host:
-        return _send_smtp(settings, message)
+        return _send_smtp(settings, message, to_addrs)
     return str(_write_outbox(settings.outbox_path, message, text))
 
 
-def _send_smtp(settings: Settings, message: EmailMessage) -> str:
+def _send_smtp(settings: Settings, message: EmailMessage, to_addrs: list[str] | None) -> str:
     try:
         with smtplib.SMTP(
             settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds
@@ -67,16 +94,18 @@ def _send_smtp(settings: Settings, message: EmailMessage) -> str:
                 smtp.starttls(context=ssl.create_default_context())
             if settings.smtp_user:
                 smtp.login(settings.smtp_user, smtp_password(settings) or "")
-            smtp.send_message(message)
+            refused = smtp.send_message(message, to_addrs=to_addrs)
     except smtplib.SMTPResponseException as exc:
         # 4xx: try again later; 5xx: the server refused for good (still retried next run).
         raise DeliveryError(
             f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=exc.smtp_code >= 500
         ) from exc
     except smtplib.SMTPRecipientsRefused as exc:
-        raise DeliveryError(f"SMTP refused recipients: {sorted(exc.recipients)}") from exc
+        raise RecipientsRefused(exc.recipients) from exc
     except (smtplib.SMTPException, OSError) as exc:
         raise DeliveryError(f"SMTP {settings.smtp_host}:{settings.smtp_port}: {exc}") from exc
+    if refused:
+        raise RecipientsRefused(refused)
     return f"smtp://{settings.smtp_host}:{settings.smtp_port}"
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 from usercounts import workdb
 from usercounts.build import dbt_home, run_dbt
 from usercounts.config import Settings
-from usercounts.mail import DeliveryError, deliver
+from usercounts.mail import DeliveryError, RecipientsRefused, deliver
 from usercounts.state import connect_state, copy_state_into
 
 PENDING, FAILED, SENT, UNDELIVERABLE = "pending", "failed", "sent", "undeliverable"
@@ -438,30 +438,48 @@ def record_intents(settings: Settings, intents: list[dict[str, Any]]) -> int:
 
 def deliver_unsent(settings: Settings, rendered: dict[str, EmailMessage] | None = None) -> int:
     """Send every pending or failed row, oldest first; return how many were attempted.
-    rendered: this run's messages by their logged text (parsing the text back costs ~4 ms)."""
+    rendered: this run's messages by their logged text (parsing the text back costs ~4 ms).
+    A row some of whose recipients have it already (the server refused the others) goes to
+    the others only."""
     rendered = rendered or {}
     with connect_state(settings.state_path, read_only=True) as state:
         unsent = state.execute(
-            "select notification_id, message_eml from notification_log "
+            "select notification_id, message_eml, delivered_to from notification_log "
             "where status in (?, ?) order by decided_at, notification_id",
             list(UNSENT),
         ).fetchall()
     with DeliveryLog(settings.state_path) as log:
-        for notification_id, message_eml in unsent:
+        for notification_id, message_eml, delivered_to in unsent:
             if not message_eml:  # only a hand-edited log has an unsent row without a message
                 log.note(notification_id, FAILED, "no message stored for this row")
                 continue
             message = rendered.get(message_eml) or email.message_from_string(
                 message_eml, policy=email.policy.default
             )
+            to = message["To"]
+            everyone = [address.addr_spec for address in to.addresses] if to else []
+            has_it = split_addresses(delivered_to)
+            owed = [address for address in everyone if address not in has_it]
             try:
-                deliver(settings, message, message_eml)
+                if owed or not has_it:  # else everyone has it: only its record was missing
+                    deliver(settings, message, message_eml, owed if has_it else None)
+            except RecipientsRefused as exc:
+                now_has = [address for address in owed if address not in exc.refused]
+                log.note(notification_id, FAILED, failure(exc), has_it + now_has)
             except DeliveryError as exc:
-                error = f"{'permanent' if exc.permanent else 'temporary'}: {exc}"
-                log.note(notification_id, FAILED, error)
+                log.note(notification_id, FAILED, failure(exc))
             else:
-                log.note(notification_id, SENT, None)
+                log.note(notification_id, SENT, None, everyone)
     return len(unsent)
+
+
+def failure(exc: DeliveryError) -> str:
+    return f"{'permanent' if exc.permanent else 'temporary'}: {exc}"
+
+
+def split_addresses(text: str | None) -> list[str]:
+    """The addresses of a `recipients` or `delivered_to` value."""
+    return [address for address in (text or "").split(", ") if address]
 
 
 class DeliveryLog:
@@ -491,14 +509,27 @@ class DeliveryLog:
         self.held.close()
         self.state = None
 
-    def note(self, notification_id: str, status: str, error: str | None) -> None:
+    def note(
+        self,
+        notification_id: str,
+        status: str,
+        error: str | None,
+        delivered_to: list[str] | None = None,
+    ) -> None:
+        """Record one attempt; delivered_to: who has the message now (None: as before)."""
         if self.state is None:
             self.state = self.held.enter_context(connect_state(self.path))
             self.opened = time.monotonic()
         self.state.execute(
             "update notification_log set status = ?, attempts = attempts + 1, last_error = ?, "
-            "sent_at = ? where notification_id = ?",
-            [status, error, utc_now() if status == SENT else None, notification_id],
+            "sent_at = ?, delivered_to = coalesce(?, delivered_to) where notification_id = ?",
+            [
+                status,
+                error,
+                utc_now() if status == SENT else None,
+                ", ".join(delivered_to) if delivered_to else None,
+                notification_id,
+            ],
         )
         if time.monotonic() - self.opened > self.HOLD_SECONDS:
             self.release()

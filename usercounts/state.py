@@ -39,11 +39,15 @@ STATE_DDL = (
         last_error varchar,
         decided_at timestamp not null,
         sent_at timestamp,
-        message_eml varchar
+        message_eml varchar,
+        delivered_to varchar
     )
     """,
     # The rendered message (RFC 5322 text), so that a retry re-sends exactly what was decided.
     "alter table notification_log add column if not exists message_eml varchar",
+    # Who has the message (", "-separated; null: nobody yet), so that a retry after the
+    # server refused some recipients goes to those only.
+    "alter table notification_log add column if not exists delivered_to varchar",
     """
     create table if not exists run_log (
         as_of_date date not null,
