@@ -70,6 +70,18 @@ def test_counts_shows_the_12_month_view(demo_run: Path) -> None:
     assert lines[13].split()[1] == str(expected[0])
 
 
+def test_counts_into_a_reader_that_stops_early_ends_quietly(demo_run: Path) -> None:
+    """`usercounts counts | head -1`: the reader closes the pipe; no traceback follows."""
+    command = [str(Path(sys.executable).with_name("usercounts")), "counts", "--database"]
+    with subprocess.Popen(
+        [*command, str(demo_run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        process.stdout.close()  # before the command writes anything: its writes must fail
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=120) == 1
+    assert stderr == ""
+
+
 def test_counts_for_an_unknown_plan_fails_clearly(demo_run: Path) -> None:
     result = run_cli("counts", "--plan", "nope", "--database", str(demo_run))
     assert result.returncode == 1

@@ -7,6 +7,7 @@ cost seconds to import, and `usercounts counts` should answer at once.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from datetime import date
@@ -268,7 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tool_defaults()
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a reader gone away shows here, inside the try, not at exit
+        return code
+    except BrokenPipeError:
+        # `usercounts counts | head`: the reader has what it wanted; stop without a traceback
+        # (Python's own advice: point stdout at devnull so that its flush at exit is quiet)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (RunFailed, RunLocked, FileNotFoundError, PermissionError) as exc:
         print(f"usercounts: error: {exc}", file=sys.stderr)
         return 1
