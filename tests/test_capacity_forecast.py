@@ -90,14 +90,14 @@ def test_growing_plan_from_access_events(built: Settings) -> None:
     # month ends May..Oct: 10, 12, ..., 20: slope 2 a month, a perfect fit; 21 now.
     # 32 (80% of 40) after 11 * 30.4375 / 2 = 167.4 days -> day 168 = 2027-05-02;
     # 40 after 19 * 30.4375 / 2 = 289.2 days -> day 290 = 2027-09-01;
-    # renewal 181 days on: 21 + 2 * 181 / 30.4375 = 32.89 -> 32.9; the seed's jira-software
-    # ladder has ... 30, 35 ...: 35.
+    # renewal 181 days on: 21 + 2 * 181 / 30.4375 = 32.89 -> 32.8 (rounded down); the seed's
+    # jira-software ladder has ... 30, 35 ...: 35.
     assert forecast(built.published_path, "grow") == {
         "user_count": 21,
         "trend_months": 6,
         "trend_users_per_month": 2.0,
         "trend_r2": 1.0,
-        "projected_user_count_at_renewal": 32.9,
+        "projected_user_count_at_renewal": 32.8,
         "projected_80_date": date(2027, 5, 2),
         "projected_limit_date": date(2027, 9, 1),
         "recommended_tier": 35,

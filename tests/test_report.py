@@ -29,6 +29,7 @@ from conftest import Landing, query, run_cli
 from usercounts import gc_tuning
 from usercounts.config import PROJECT_ROOT
 from usercounts.pipeline import RunSummary
+from usercounts.report import _signed
 
 AS_OF = date(2026, 11, 15)
 ARTIFACTS = PROJECT_ROOT / "data" / "ci-artifacts"
@@ -206,12 +207,12 @@ def test_report_figures_as_csv(flow_run: dict[str, Any], tmp_path: Path) -> None
         # to renewal: 12 + 0.7429 * 78 / 30.4375 = 13.9; jira-software ladder: 15
         "north-jira": ("over_limit", "12", "0.7429", "13.9", "15", "", "", "ok"),
         # +5 a month from 11: 12 on day ceil(30.4375 / 5) = 7, 15 on day ceil(24.35) = 25;
-        # 56 days to renewal: 11 + 5 * 56 / 30.4375 = 20.2; the agent ladder: 25
+        # 56 days to renewal: 11 + 5 * 56 / 30.4375 = 20.199, rounded down 20.1: tier 25
         "south-jsm": (
             "crosses_limit_before_renewal",
             "11",
             "5.0",
-            "20.2",
+            "20.1",
             "25",
             "2026-11-22",
             "2026-12-10",
@@ -229,8 +230,8 @@ def test_report_figures_as_csv(flow_run: dict[str, Any], tmp_path: Path) -> None
             "2027-08-16",
             "ok",
         ),
-        # -1 a month from 15: 137 days to renewal: 15 - 137 / 30.4375 = 10.5: tier 15
-        "south-tempo": ("ok", "15", "-1.0", "10.5", "15", "", "", "ok"),
+        # -1 a month from 15: 137 days to renewal: 15 - 137 / 30.4375 = 10.499 -> 10.4: tier 15
+        "south-tempo": ("ok", "15", "-1.0", "10.4", "15", "", "", "ok"),
     }
     months = [r for r in read_csv(out / "capacity-months.csv") if r["plan_id"] == "south-tempo"]
     october = next(r for r in months if r["month"] == "2026-10-01")
@@ -247,7 +248,15 @@ def test_report_figures_as_csv(flow_run: dict[str, Any], tmp_path: Path) -> None
         ("forecast", "2027-03-01"),
         ("renewal", "2027-04-01"),
     ]
-    assert months[-1]["closing_balance"] == "10.5"
+    # rounded down to a tenth like the mart's count at renewal: 31 Dec is 46 days on,
+    # 15 - 46 / 30.4375 = 13.49 -> 13.4
+    assert [m["closing_balance"] for m in (months[-5], months[-1])] == ["13.4", "10.4"]
+
+
+def test_a_trend_that_rounds_to_nothing_reads_zero() -> None:
+    """The page's trend figures: signed, but -0.0286 users a month is 0.0, not -0.0."""
+    values = (None, 2.0, -0.0286, 0.04, 0.0, -1.26)
+    assert [_signed(v) for v in values] == ["–", "+2.0", "0.0", "0.0", "0.0", "-1.3"]
 
 
 # ---------------------------------------------------------------------------------------

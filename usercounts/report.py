@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -191,6 +192,12 @@ def _month_end(month_start: date) -> date:
     return (month_start.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
 
 
+def tenths_down(value: float) -> float:
+    """Rounded down to a tenth, as capacity_forecast rounds the count at renewal: a bar
+    reaches the tier or 80% line only once the line has (noise first rounded away)."""
+    return math.floor(round(value, 6) * 10) / 10
+
+
 def projection(forecast: dict[str, Any]) -> list[dict[str, Any]]:
     """The forecast line as chart points: each month end before the renewal, then renewal.
 
@@ -208,7 +215,7 @@ def projection(forecast: dict[str, Any]) -> list[dict[str, Any]]:
     month = _month_end(as_of) + timedelta(days=1)
     while _month_end(month) < renewal and len(points) < FORECAST_MONTHS:
         end = _month_end(month)
-        value = round(max(0.0, forecast["user_count"] + per_day * (end - as_of).days), 1)
+        value = tenths_down(max(0.0, forecast["user_count"] + per_day * (end - as_of).days))
         points.append({"kind": "forecast", "month": month, "figure_date": end, "value": value})
         month = end + timedelta(days=1)
     if len(points) < FORECAST_MONTHS:
@@ -258,9 +265,11 @@ def _tier_arrow(f: dict[str, Any]) -> str:
 
 
 def _signed(value: float | None, digits: int = 1) -> str:
+    """+1.5, -0.3; a trend that rounds to nothing is 0.0, not -0.0 or +0.0."""
     if value is None:
         return "–"
-    return f"{value:+.{digits}f}"
+    text = f"{value:+.{digits}f}"
+    return text[1:] if float(text) == 0 else text
 
 
 def render_html(report: Report) -> str:
@@ -297,6 +306,7 @@ def render_html(report: Report) -> str:
     return env.get_template("capacity_report.html.j2").render(
         report=report,
         max_charts=MAX_CHARTS,
+        forecast_months=FORECAST_MONTHS,
         orgs=orgs,
         counts=counts,
         urgency_labels=URGENCY_LABELS,

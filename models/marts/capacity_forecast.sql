@@ -101,9 +101,14 @@ plans_with_trends as (
 projected as (
     select
         *,
+        -- rounded down to a tenth, so that it reads as a whole count (80%, the tier) only
+        -- once the line has reached it, as the crossing dates below say (31.97 is 31.9)
         case
             when days_to_renewal >= 0
-                then round(greatest(0, user_count + users_per_day * days_to_renewal), 1)
+                then
+                    floor(
+                        round(greatest(0, user_count + users_per_day * days_to_renewal), 6) * 10
+                    ) / 10
         end as projected_user_count_at_renewal,
         -- whole days until the line reaches a count; rounded first so 167.9999999 is 168
         case
