@@ -549,15 +549,6 @@ def test_email_message_refuses_line_breaks_in_headers() -> None:
     assert notify.one_line(EVIL_NAME) == "Evil <b>Corp</b> Bcc: attacker@example.com"
 
 
-def test_percent_never_rounds_up_to_a_threshold() -> None:
-    assert [notify.percent(c, t) for c, t in [(8, 10), (6, 7), (799, 1000), (5, 4)]] == [
-        "80%",
-        "85.7%",
-        "79.9%",
-        "125%",
-    ]
-
-
 # --- failures: refused, 4xx, 5xx, retried by the next run, delivered once ----------------
 
 

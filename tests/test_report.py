@@ -28,6 +28,7 @@ from conftest import Landing, query, run_cli
 
 from usercounts import gc_tuning
 from usercounts.config import PROJECT_ROOT
+from usercounts.figures import percent
 from usercounts.pipeline import RunSummary
 from usercounts.report import _signed
 
@@ -366,6 +367,20 @@ def test_report_is_self_contained(report_page: Path) -> None:
     assert "@import" not in html and "@font-face" not in html
     # data never reaches the page unescaped
     assert "South &lt;Service&gt; Desk" in html and "South <Service> Desk" not in html
+
+
+def test_shares_of_the_tier_are_rounded_down() -> None:
+    """As in the messages: a share reads as 80% or 100% only when the count is there."""
+    pairs = [(8, 10), (6, 7), (799, 1000), (5, 4), (5010, 5000), (1, 8)]
+    got = [percent(count, tier) for count, tier in pairs]
+    assert got == ["80%", "85.7%", "79.9%", "125%", "100.2%", "12.5%"]
+
+
+def test_report_shows_shares_of_the_tier_rounded_down(report_page: Path) -> None:
+    html = report_page.read_text(encoding="utf-8")
+    # south-jsm: 11 of 15 users = 73.33...%, in its tile and the overview table
+    assert html.count("73.3%") >= 2 and "73%" not in html
+    assert "120% of the tier" in html  # north-jira: 12 of 10
 
 
 def test_report_renders_in_chromium(report_page: Path) -> None:

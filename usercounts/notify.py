@@ -32,6 +32,7 @@ import pandas as pd
 from usercounts import workdb
 from usercounts.build import dbt_home, run_dbt
 from usercounts.config import Settings
+from usercounts.figures import percent
 from usercounts.mail import DeliveryError, RecipientsRefused, deliver
 from usercounts.state import connect_state, copy_state_into
 
@@ -279,12 +280,6 @@ def one_line(value: object) -> str:
     """A data value made safe for a header: every run of whitespace, line breaks included,
     becomes one space (EmailMessage would refuse a line break outright)."""
     return " ".join(str(value).split())
-
-
-def percent(count: int, tier: int) -> str:
-    """Utilization as a short percentage, rounded down so 79.9% never shows as 80%."""
-    tenths = (1000 * count) // tier
-    return f"{tenths // 10}%" if tenths % 10 == 0 else f"{tenths // 10}.{tenths % 10}%"
 
 
 def long_date(day: date) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 from usercounts.charts import render_chart
 from usercounts.errors import RunFailed
+from usercounts.figures import percent
 from usercounts.views import open_published
 
 # A month in the forecast, as in models/marts/capacity_forecast.sql.
@@ -294,7 +295,7 @@ def render_html(report: Report) -> str:
     )
     env.filters["date"] = _fmt_date
     env.filters["signed"] = _signed
-    env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.0f}%"
+    env.filters["pct"] = percent  # {{ count | pct(tier) }}
     env.globals["crossing"] = _crossing
     env.globals["tier_arrow"] = _tier_arrow
     orgs: dict[str, list[Plan]] = {}
