@@ -454,6 +454,23 @@ def test_an_admin_refused_by_the_server_is_a_warning(warehouse: Settings, tmp_pa
         "SMTP refused ben.boss@o1.example (450 '4.2.1 mailbox busy')"
     ]
 
+    # both refused: nobody has it, and the warning says the email failed
+    refuse["ada.admin@o1.example"] = "550 5.1.1 no such user"
+    with smtp_server(refuse) as (port, received):
+        settings = Settings(
+            database=warehouse.published_path,
+            exports_dir=tmp_path / "exports",
+            smtp_host="127.0.0.1",
+            smtp_port=port,
+        )
+        [result], warnings = export_plans(settings, ["P1"])
+    assert received == [] and result.notified == []
+    assert warnings == [
+        "export written, but the email to org O1's admins failed: SMTP refused "
+        "ada.admin@o1.example (550 '5.1.1 no such user'), "
+        "ben.boss@o1.example (450 '4.2.1 mailbox busy')"
+    ]
+
 
 def test_all_plans_of_an_org(settings: Settings) -> None:
     results, warnings = export_plans(settings, org_id="O1")

@@ -733,6 +733,21 @@ def test_recipients_refused_get_the_retry_and_the_others_nothing_twice(
     assert handler.take() == []
 
 
+def test_a_state_file_of_an_older_version_gains_delivered_to(tmp_path: Path) -> None:
+    """A state file written before `delivered_to` existed: delivering its unsent row adds
+    the column (deliver_unsent may be the first to open the file in this version)."""
+    settings = Settings(database=tmp_path / "w.duckdb")
+    facts = notify.PlanFacts(admins={"O": ["a@b.example"]}, month_ends={}, least_active={})
+    row, _ = notify.intent_for(settings, OUTBOX_FACTS, facts)
+    notify.record_intents(settings, [row])
+    with duckdb.connect(str(settings.state_path)) as con:
+        con.execute("alter table notification_log drop column delivered_to")
+    assert notify.deliver_unsent(settings) == 1
+    with duckdb.connect(str(settings.state_path), read_only=True) as con:
+        logged = con.execute("select status, delivered_to from notification_log").fetchall()
+    assert logged == [("sent", "a@b.example")]
+
+
 def other_process_reads_log(path: Path) -> list[tuple[str, str, int]] | None:
     """The log as another process sees it, or None while this process holds the file."""
     script = (

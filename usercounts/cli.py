@@ -7,6 +7,7 @@ cost seconds to import, and `usercounts counts` should answer at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -275,7 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         # `usercounts counts | head`: the reader has what it wanted; stop without a traceback
         # (Python's own advice: point stdout at devnull so that its flush at exit is quiet)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):  # stdout may not be a file at all
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
         return 1
     except (RunFailed, RunLocked, FileNotFoundError, PermissionError) as exc:
         print(f"usercounts: error: {exc}", file=sys.stderr)

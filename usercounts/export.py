@@ -327,17 +327,18 @@ def _notify_admins(
     message = ready_message(org_id, results, admins, warnings)
     if message is None:
         return
-    everyone = [a.addr_spec for a in message["To"].addresses]
+    told = [a.addr_spec for a in message["To"].addresses]
     try:
         deliver(settings, message)
-    except RecipientsRefused as exc:
-        warnings.append(f"export written, but not emailed to every admin of org {org_id}: {exc}")
-        everyone = [address for address in everyone if address not in exc.refused]
     except DeliveryError as exc:
-        warnings.append(f"export written, but the email to org {org_id}'s admins failed: {exc}")
-        return
+        if isinstance(exc, RecipientsRefused):
+            told = [address for address in told if address not in exc.refused]
+        if not told:
+            warnings.append(f"export written, but the email to org {org_id}'s admins failed: {exc}")
+            return
+        warnings.append(f"export written, but not emailed to every admin of org {org_id}: {exc}")
     for result in results:
-        result.notified = list(everyone)
+        result.notified = list(told)
 
 
 def ready_message(

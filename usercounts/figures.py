@@ -1,4 +1,4 @@
-"""How figures are shown to people, the same in messages, the report and the terminal."""
+"""How figures are shown to people, the same in the notifications and the report."""
 
 from __future__ import annotations
 

@@ -437,7 +437,8 @@ def deliver_unsent(settings: Settings, rendered: dict[str, EmailMessage] | None 
     A row some of whose recipients have it already (the server refused the others) goes to
     the others only."""
     rendered = rendered or {}
-    with connect_state(settings.state_path, read_only=True) as state:
+    # not read-only: opening it writable adds columns a state file of an older version lacks
+    with connect_state(settings.state_path) as state:
         unsent = state.execute(
             "select notification_id, message_eml, delivered_to from notification_log "
             "where status in (?, ?) order by decided_at, notification_id",
@@ -451,7 +452,7 @@ def deliver_unsent(settings: Settings, rendered: dict[str, EmailMessage] | None 
             message = rendered.get(message_eml) or email.message_from_string(
                 message_eml, policy=email.policy.default
             )
-            to = message["To"]
+            to = message["To"]  # our messages have no Cc or Bcc
             everyone = [address.addr_spec for address in to.addresses] if to else []
             has_it = split_addresses(delivered_to)
             owed = [address for address in everyone if address not in has_it]
