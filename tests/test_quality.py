@@ -371,7 +371,7 @@ def test_warnings_do_not_fail_the_run_and_are_in_the_summary(baseline: dict[str,
         'suite raw_instances, expectation "each instance_id names one plan_id; '
         'the later file wins": 1 instance id',
         'suite raw_org_admins, expectation "every org_admins file has the optional columns: '
-        'display_name": 1 file',
+        'display_name": 1 file (org_admins/org_admins_03.csv)',
         'suite user_last_seen, expectation "every user with access is in the users files '
         '(else email and display_name are empty)": 1 row',
     ]
@@ -470,7 +470,7 @@ RAW_CASES = {
             **{(f"raw_{s}", "files_missing_required_columns"): 1 for s in REQUIRED},
         },
         'suite raw_plans, expectation "every plans file can be read": 1 file '
-        "(and 17 more critical)",
+        "(plans/zz_unreadable.parquet) (and 17 more critical)",
     ),
     "share_defects": (
         share_defects,
@@ -700,7 +700,7 @@ def test_flow_warnings_are_in_the_summary(three_runs: dict[str, Any]) -> None:
 def test_flow_failure_publishes_nothing(three_runs: dict[str, Any]) -> None:
     assert three_runs["failure"].startswith(
         'data quality check failed: suite raw_access_events, expectation "every access_events '
-        'file can be read": 1 file; full report: '
+        'file can be read": 1 file (access_events/zz_unreadable.parquet); full report: '
     )
     assert three_runs["after_failure_dump"] == three_runs["first_dump"]
     # the failed run's raw results have their pages, as the good runs' results do

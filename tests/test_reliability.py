@@ -1087,3 +1087,33 @@ def test_kill_9_while_sending_mail_resends_only_the_message_sent_but_not_recorde
         ("P_A", "sent"),
         ("P_B", "sent"),
     ]
+
+
+def test_a_failed_run_whose_history_cannot_be_written_keeps_its_own_error(
+    tmp_path: Path,
+) -> None:
+    """A full disk fails the run and then the recording of its data-quality history too:
+    the error raised (the command's one line) is still the run's, not the recording's."""
+    from usercounts.errors import RunFailed
+    from usercounts.pipeline import RunSummary, failure_recorded
+
+    blocker = tmp_path / "a-file"  # the state file's folder is a file: writing it fails
+    blocker.write_text("")
+    settings = Settings(database=blocker / "warehouse.duckdb")
+    summary = RunSummary(as_of=AS_OF)
+    summary.quarantine_reasons.append(("users", "user_id is missing", 1, 10))
+    with pytest.raises(RunFailed, match="^the run's own error$"):
+        with failure_recorded(settings, summary):
+            raise RunFailed("the run's own error")
+
+
+def test_an_os_error_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """Not only a missing file or a refused permission: any OSError (here, a folder that is
+    a file; a full disk or a read-only mount alike) ends the command with one line."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    database = blocker / "warehouse.duckdb"
+    result = run_cli("notify-at-80", "off", "--plan", "P", "--database", str(database))
+    assert result.returncode == 1
+    assert result.stderr.startswith("usercounts: error: [Errno 17] File exists: ")
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1

@@ -264,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command; report expected failures as one line, exit non-zero."""
+    import duckdb
+
     from usercounts.errors import RunFailed
     from usercounts.lock import RunLocked
 
@@ -281,7 +283,11 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
         return 1
-    except (RunFailed, RunLocked, FileNotFoundError, PermissionError) as exc:
+    except (RunFailed, RunLocked, OSError) as exc:
+        print(f"usercounts: error: {exc}", file=sys.stderr)
+        return 1
+    except (duckdb.IOException, duckdb.FatalException) as exc:
+        # the disk, not the code (a full disk, a file that cannot be written): one line
         print(f"usercounts: error: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:

@@ -6,6 +6,7 @@ without paying for a Prefect server per test.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from usercounts.config import Settings
 from usercounts.load import SOURCE_COLUMNS, FullReloadNeeded, LoadSummary, load_landing
 from usercounts.publish import publish
 from usercounts.state import append_quality, copy_state_into, record_quality, record_run
+
+logger = logging.getLogger(__name__)
 
 
 def _utc_now() -> datetime:
@@ -265,8 +268,12 @@ def failure_recorded(settings: Settings, summary: RunSummary) -> Iterator[None]:
         quality.build_data_docs_or_warn(settings, summary)
         if isinstance(stopped, Exception):
             checks, quarantine = quality_history(summary, "failed")
-            if checks or quarantine:
-                record_quality(settings.state_path, checks, quarantine)
+            try:
+                if checks or quarantine:
+                    record_quality(settings.state_path, checks, quarantine)
+            except Exception:  # noqa: BLE001 - logged; the run's own error is the one raised
+                # (a full disk fails this too: its error must not replace the run's)
+                logger.warning("the failed run's data-quality history not recorded", exc_info=True)
         raise
 
 

@@ -227,6 +227,9 @@ def _result(layer: str, suite: str, result: Any, row: dict[str, Any]) -> CheckRe
         detail = f"{_fmt(count)} {_unit(unit, count)}"
         if count_column:
             detail += f" ({short} {_fmt(observed, short)}, allowed {_bounds(kwargs, short)})"
+        names = row.get(f"{column}_names")  # the files a count of files is about
+        if count and isinstance(names, str):
+            detail += f" ({names})"
     return CheckResult(
         layer=layer,
         suite=suite,

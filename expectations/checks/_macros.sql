@@ -3,7 +3,7 @@
 
 -- One row about the files of one landing source: how many were read, could not be read at
 -- all, had no rows, or lacked a required / an optional contract column (raw.missing_columns,
--- written by the load step), and how many rows the CSV reader rejected.
+-- written by the load step), which files those are, and how many rows the CSV reader rejected.
 create or replace temp macro landing_files(source_name, required_columns) as table
 with
 
@@ -49,7 +49,18 @@ final as (
             as files_missing_required_columns,
         count(*) filter (where lacks_optional and not is_unreadable and not is_empty)
             as files_missing_optional_columns,
-        (select count(*) from raw.load_rejects where source = source_name) as rejected_rows
+        (select count(*) from raw.load_rejects where source = source_name) as rejected_rows,
+        -- the files each count is about, named in the run's message (<count>_names)
+        string_agg(file_name, ', ' order by file_name) filter (where is_unreadable)
+            as unreadable_files_names,
+        string_agg(file_name, ', ' order by file_name) filter (where is_empty)
+            as empty_files_names,
+        string_agg(file_name, ', ' order by file_name)
+            filter (where lacks_required and not is_unreadable and not is_empty)
+            as files_missing_required_columns_names,
+        string_agg(file_name, ', ' order by file_name)
+            filter (where lacks_optional and not is_unreadable and not is_empty)
+            as files_missing_optional_columns_names
     from classified
 )
 
