@@ -1102,9 +1102,11 @@ def test_a_failed_run_whose_history_cannot_be_written_keeps_its_own_error(
     settings = Settings(database=blocker / "warehouse.duckdb")
     summary = RunSummary(as_of=AS_OF)
     summary.quarantine_reasons.append(("users", "user_id is missing", 1, 10))
-    with pytest.raises(RunFailed, match="^the run's own error$"):
-        with failure_recorded(settings, summary):
-            raise RunFailed("the run's own error")
+    with (
+        pytest.raises(RunFailed, match="^the run's own error$"),
+        failure_recorded(settings, summary),
+    ):
+        raise RunFailed("the run's own error")
 
 
 def test_an_os_error_is_one_line_not_a_traceback(tmp_path: Path) -> None:
