@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from usercounts import notify, pipeline
 from usercounts.build import prestart_dbt
-from usercounts.config import Settings, today_utc
+from usercounts.config import SOURCES, Settings, today_utc
 from usercounts.gc_tuning import tune_for_batch_run
 from usercounts.lock import run_lock
 from usercounts.manifest import purge_expired
@@ -98,6 +98,11 @@ def nightly(
             summary.warnings.append(
                 f"ignored {len(loaded.skipped_files)} file(s) that are neither .csv nor "
                 f".parquet: {', '.join(loaded.skipped_files[:5])}"
+            )
+        if loaded.stray_files:
+            summary.warnings.append(
+                f"ignored {len(loaded.stray_files)} data file(s) outside the source folders "
+                f"({', '.join(f'{s}/' for s in SOURCES)}): {', '.join(loaded.stray_files[:5])}"
             )
         timed(summary, "validate raw", lambda: validate_raw_step(settings, summary))
         built = timed(

@@ -671,6 +671,11 @@ def three_runs(prefect_api_url: str, tmp_path_factory: pytest.TempPathFactory) -
 
     root = tmp_path_factory.mktemp("history")
     good = write_landing(root / "good", warnings=True)
+    # files the run does not read: named in warnings, not silently left
+    (good.root / "users" / "notes.txt").write_text("not data")
+    (good.root / "access_events_0099.csv").write_text("event_id\n")
+    (good.root / "access-events").mkdir()
+    (good.root / "access-events" / "late.parquet").write_bytes(b"")
     broken = write_landing(root / "broken", warnings=True)
     (broken.root / "access_events" / "zz_unreadable.parquet").write_bytes(b"garbage")
     database = root / "home" / "warehouse.duckdb"
@@ -695,6 +700,12 @@ def test_flow_warnings_are_in_the_summary(three_runs: dict[str, Any]) -> None:
         "1 row" in first.warnings
     )
     assert set(first.step_seconds) >= {"validate raw", "validate marts"}
+    assert "ignored 1 file(s) that are neither .csv nor .parquet: users/notes.txt" in first.warnings
+    assert (
+        "ignored 2 data file(s) outside the source folders (plans/, instances/, users/, "
+        "org_admins/, access_events/, last_seen/): access-events/late.parquet, "
+        "access_events_0099.csv" in first.warnings
+    )
 
 
 def test_flow_failure_publishes_nothing(three_runs: dict[str, Any]) -> None:

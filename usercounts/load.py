@@ -74,6 +74,8 @@ class LoadSummary:
     new_rows: dict[str, int] = field(default_factory=dict)
     new_files: dict[str, int] = field(default_factory=dict)
     skipped_files: list[str] = field(default_factory=list)
+    # .csv and .parquet files outside the source folders (not read: the run says so)
+    stray_files: list[str] = field(default_factory=list)
     load_id: int | None = None
     # Why this load started from an empty working database (None: it added to it).
     full_reload_reason: str | None = None
@@ -147,6 +149,18 @@ def landing_files(landing: Path) -> tuple[list[LandingFile], list[str]]:
     return files, skipped
 
 
+def stray_files(landing: Path) -> list[str]:
+    """Data files the run does not read because they are not in a source folder (the landing
+    folder itself, `access-events/`, ...): named in a warning rather than silently left."""
+    return sorted(
+        path.relative_to(landing).as_posix()
+        for path in landing.rglob("*")
+        if path.suffix.lower() in FORMATS
+        and path.relative_to(landing).parts[0] not in SOURCES
+        and path.is_file()
+    )
+
+
 def landing_changes(con: duckdb.DuckDBPyConnection, files: list[LandingFile]) -> str | None:
     """Why the loaded rows no longer match the landing folder (None: a load can add to them)."""
     loaded = {
@@ -197,7 +211,7 @@ def load_landing(
         (source, name)
         for source, name in con.execute("select source, file_name from raw.loaded_files").fetchall()
     }
-    summary = LoadSummary(skipped_files=skipped)
+    summary = LoadSummary(skipped_files=skipped, stray_files=stray_files(landing))
     summary.new_rows = dict.fromkeys(SOURCES, 0)
     summary.new_files = dict.fromkeys(SOURCES, 0)
     to_load = [f for f in files if (f.source, f.name) not in done]
