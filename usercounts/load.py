@@ -50,7 +50,8 @@ FORMATS = {".csv": "csv", ".parquet": "parquet"}
 # admins are re-derived in full on every build; last-seen keeps the latest instant, which
 # does not depend on order.)
 ORDERED_SOURCES: tuple[str, ...] = ("access_events", "users")
-# A CSV line longer than this is rejected as a row rather than failing the whole file.
+# The longest CSV line DuckDB's reader takes: a longer one makes the whole file unreadable
+# (the reader fails even with ignore_errors; docs/operations.md).
 MAX_LINE_BYTES = 16 * 1024 * 1024
 # How DuckDB reads a CSV file's dialect: comma-separated (the contract), quoting detected
 # from every row. By default it samples the first 20,480 rows, and a file whose first quoted
