@@ -648,3 +648,20 @@ def test_an_unclosed_quote_after_the_csv_readers_sample_loses_no_row(tmp_path: P
         ("L21003", "l@x.test", 21_003),
         ("L21004", "l@x.test", 21_004),
     ]
+
+
+def test_a_file_name_duckdb_would_read_as_a_glob_is_refused_not_widened(tmp_path: Path) -> None:
+    """`users_0002*.csv` as a path is a pattern to DuckDB's reader: it would read
+    `users_0002b.csv` as well. The file is refused whole, naming why; the other counts once."""
+    (tmp_path / "users").mkdir()
+    header = b"user_id,email,display_name,account_type,is_billable\n"
+    (tmp_path / "users" / "users_0002*.csv").write_bytes(header + b"u1,a@x.example,A,atlassian,\n")
+    (tmp_path / "users" / "users_0002b.csv").write_bytes(header + b"u2,b@x.example,B,atlassian,\n")
+    with duckdb.connect(str(tmp_path / "work.duckdb")) as con:
+        load_landing(con, tmp_path)
+        rows = con.execute("select user_id, _file_name from raw.users order by 1").fetchall()
+        rejects = con.execute("select file_name, reason from raw.load_rejects").fetchall()
+    assert rows == [("u2", "users/users_0002b.csv")]
+    assert rejects == [
+        ("users/users_0002*.csv", "file could not be read: its path has a * or ?: rename it")
+    ]

@@ -53,6 +53,8 @@ ORDERED_SOURCES: tuple[str, ...] = ("access_events", "users")
 # The longest CSV line DuckDB's reader takes: a longer one makes the whole file unreadable
 # (the reader fails even with ignore_errors; docs/operations.md).
 MAX_LINE_BYTES = 16 * 1024 * 1024
+# Characters DuckDB reads as a glob in a file's path (a landing file cannot have them).
+GLOB_CHARACTERS = frozenset("*?")
 # How DuckDB reads a CSV file's dialect: comma-separated (the contract), quoting detected
 # from every row. By default it samples the first 20,480 rows, and a file whose first quoted
 # value comes later was read without quotes ("" as a user id, "Doe, Jane" as two values).
@@ -263,6 +265,9 @@ def load_file(
     try:
         if size is None:
             raise OSError(f"cannot stat {name}")
+        if set(path.as_posix()) & GLOB_CHARACTERS:
+            # DuckDB's readers take the path as a pattern: `a*.csv` would read other files too
+            raise OSError(f"its path has a {' or '.join(sorted(GLOB_CHARACTERS))}: rename it")
         if fmt == "csv":
             # Read into temporary tables first, outside the transaction: rows written inside
             # one have provisional row ids, and the CSV line numbers are computed from them.
