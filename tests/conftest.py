@@ -9,13 +9,19 @@ server per session, because starting one costs 13-23 s. The suite runs on two pr
 from __future__ import annotations
 
 import csv
+import email
+import email.policy
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +235,69 @@ def canonical_dump(
             rows = con.execute(f"select * from {schema}.{table}").fetchall()  # noqa: S608
             dump[f"{schema}.{table}"] = sorted(rows, key=repr)
     return dump
+
+
+# --- a real SMTP server -----------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+
+
+@dataclass
+class Recorder:
+    """aiosmtpd handler: records every accepted message; `reply` makes it answer DATA with
+    an error instead, `fail_first` fails only that many DATA commands, `refuse` answers
+    RCPT TO for those addresses with their reply."""
+
+    received: list[Received] = field(default_factory=list)
+    reply: str | None = None
+    fail_first: int = 0
+    refuse: dict[str, str] = field(default_factory=dict)
+
+    async def handle_RCPT(  # noqa: N802 - aiosmtpd API
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            return "451 4.3.0 try again later"
+        if self.reply:
+            return self.reply
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
+        return "250 OK"
+
+    def take(self) -> list[Received]:
+        """What arrived since the last call."""
+        taken, self.received = self.received, []
+        return taken
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def smtp_server(handler: Recorder) -> Iterator[Any]:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 with `handler`: its controller (`.port`,
+    `.handler`), stopped on leaving."""
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield controller
+    finally:
+        controller.stop()

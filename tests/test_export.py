@@ -18,16 +18,14 @@ import csv
 import email
 import json
 import os
-import socket
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from email import policy
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import Landing, build_warehouse, query, run_cli
+from conftest import Landing, Recorder, build_warehouse, query, run_cli, smtp_server
 
 from usercounts.config import Settings
 from usercounts.export import ExportRefused, ExportResult, Plan, export_plans, ready_message
@@ -390,86 +388,48 @@ def test_data_cannot_add_headers_or_recipients() -> None:
     assert warnings[-1] == "org O has no admins: nobody was told the export is ready"
 
 
-@contextmanager
-def smtp_server(refuse: dict[str, str] | None = None) -> Iterator[tuple[int, list]]:
-    """A real SMTP server on 127.0.0.1: its port and the envelopes it accepted; `refuse`
-    answers RCPT TO for those addresses with their reply."""
-    from aiosmtpd.controller import Controller
-
-    received: list = []
-
-    class Handler:
-        async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: N802 - aiosmtpd API
-            if address in (refuse or {}):
-                return refuse[address]
-            envelope.rcpt_tos.append(address)
-            return "250 OK"
-
-        async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd API
-            received.append(envelope)
-            return "250 OK"
-
-    with socket.socket() as probe:  # a free port (aiosmtpd's own start-up check needs one)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port, received
-    finally:
-        controller.stop()
+def smtp_settings(warehouse: Settings, tmp_path: Path, controller: Any) -> Settings:
+    """The shared warehouse, this test's exports folder, mail through `controller`."""
+    return Settings(
+        database=warehouse.published_path,
+        exports_dir=tmp_path / "exports",
+        smtp_host="127.0.0.1",
+        smtp_port=controller.port,
+    )
 
 
 def test_email_by_real_smtp_server(warehouse: Settings, tmp_path: Path) -> None:
     """The same message through a real SMTP server on 127.0.0.1: envelope = the admins."""
-    with smtp_server() as (port, received):
-        settings = Settings(
-            database=warehouse.published_path,
-            exports_dir=tmp_path / "exports",
-            smtp_host="127.0.0.1",
-            smtp_port=port,
-        )
-        export_plans(settings, ["B10"])
-    [envelope] = received
-    assert envelope.rcpt_tos == ["olga@o2.example"]
+    with smtp_server(Recorder()) as controller:
+        export_plans(smtp_settings(warehouse, tmp_path, controller), ["B10"])
+    [received] = controller.handler.take()
+    assert received.rcpt_tos == ["olga@o2.example"]
 
 
 def test_an_admin_refused_by_the_server_is_a_warning(warehouse: Settings, tmp_path: Path) -> None:
     """The server takes the email for one admin and refuses the other (smtplib returns
     instead of raising): the command says so and counts only the admin who has it."""
-    refuse = {"ben.boss@o1.example": "450 4.2.1 mailbox busy"}
-    with smtp_server(refuse) as (port, received):
-        settings = Settings(
-            database=warehouse.published_path,
-            exports_dir=tmp_path / "exports",
-            smtp_host="127.0.0.1",
-            smtp_port=port,
-        )
+    handler = Recorder(refuse={"ben.boss@o1.example": "450 4.2.1 mailbox busy"})
+    with smtp_server(handler) as controller:
+        settings = smtp_settings(warehouse, tmp_path, controller)
         [result], warnings = export_plans(settings, ["P1"])
-    [envelope] = received
-    assert envelope.rcpt_tos == ["ada.admin@o1.example"]
-    assert result.notified == ["ada.admin@o1.example"]
-    assert warnings == [
-        "export written, but not emailed to every admin of org O1: "
-        "SMTP refused ben.boss@o1.example (450 '4.2.1 mailbox busy')"
-    ]
+        [received] = handler.take()
+        assert received.rcpt_tos == ["ada.admin@o1.example"]
+        assert result.notified == ["ada.admin@o1.example"]
+        assert warnings == [
+            "export written, but not emailed to every admin of org O1: "
+            "SMTP refused ben.boss@o1.example (450 '4.2.1 mailbox busy')"
+        ]
 
-    # both refused: nobody has it, and the warning says the email failed
-    refuse["ada.admin@o1.example"] = "550 5.1.1 no such user"
-    with smtp_server(refuse) as (port, received):
-        settings = Settings(
-            database=warehouse.published_path,
-            exports_dir=tmp_path / "exports",
-            smtp_host="127.0.0.1",
-            smtp_port=port,
-        )
+        # both refused: nobody has it, and the warning says the email failed
+        handler.refuse["ada.admin@o1.example"] = "550 5.1.1 no such user"
         [result], warnings = export_plans(settings, ["P1"])
-    assert received == [] and result.notified == []
-    assert warnings == [
-        "export written, but the email to org O1's admins failed: SMTP refused "
-        "ada.admin@o1.example (550 '5.1.1 no such user'), "
-        "ben.boss@o1.example (450 '4.2.1 mailbox busy')"
-    ]
+        assert handler.take() == [] and result.notified == []
+        assert warnings == [
+            "export written, but the email to org O1's admins failed: SMTP refused "
+            "ada.admin@o1.example (550 '5.1.1 no such user'), "
+            "ben.boss@o1.example (450 '4.2.1 mailbox busy')"
+        ]
 
 
 def test_all_plans_of_an_org(settings: Settings) -> None:

@@ -29,13 +29,12 @@ import email.parser
 import email.policy
 import hashlib
 import ipaddress
-import socket
 import ssl
 import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -45,7 +44,16 @@ import duckdb
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from conftest import Landing, query, run_cli, settings_for
+from conftest import (
+    Landing,
+    Received,
+    Recorder,
+    free_port,
+    query,
+    run_cli,
+    settings_for,
+    smtp_server,
+)
 
 from usercounts import notify, pipeline, workdb
 from usercounts.config import Settings
@@ -81,64 +89,10 @@ def mids(as_of: date, *plan_kinds: str) -> list[str]:
 # --- a real SMTP server -----------------------------------------------------------------
 
 
-@dataclass
-class Received:
-    mail_from: str
-    rcpt_tos: list[str]
-    message: EmailMessage
-
-
-@dataclass
-class Recorder:
-    """aiosmtpd handler: records every accepted message; `reply` makes it answer DATA with
-    an error instead, `fail_first` fails only that many DATA commands, `refuse` answers
-    RCPT TO for those addresses with their reply."""
-
-    received: list[Received] = field(default_factory=list)
-    reply: str | None = None
-    fail_first: int = 0
-    refuse: dict[str, str] = field(default_factory=dict)
-
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd API
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.fail_first > 0:
-            self.fail_first -= 1
-            return "451 4.3.0 try again later"
-        if self.reply:
-            return self.reply
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), message))
-        return "250 OK"
-
-    def take(self) -> list[Received]:
-        """What arrived since the last call."""
-        taken, self.received = self.received, []
-        return taken
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def smtp() -> Any:
-    handler = Recorder()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
+    with smtp_server(Recorder()) as controller:
         yield controller
-    finally:
-        controller.stop()
 
 
 def smtp_settings(controller: Controller) -> dict[str, Any]:
