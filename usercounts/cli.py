@@ -283,11 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
             os.close(devnull)
         return 1
-    except (RunFailed, RunLocked, OSError) as exc:
-        print(f"usercounts: error: {exc}", file=sys.stderr)
-        return 1
-    except (duckdb.IOException, duckdb.FatalException) as exc:
-        # the disk, not the code (a full disk, a file that cannot be written): one line
+    # OSError and DuckDB's I/O and fatal errors: the disk, not the code (a full disk, a
+    # file that cannot be written), so one line too
+    except (RunFailed, RunLocked, OSError, duckdb.IOException, duckdb.FatalException) as exc:
         print(f"usercounts: error: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:

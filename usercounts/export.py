@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 
 from usercounts.config import Settings
-from usercounts.mail import DeliveryError, RecipientsRefused, deliver
+from usercounts.mail import DeliveryError, RecipientsRefused, deliver, to_addresses
 from usercounts.manifest import (
     EXPORT_LIFETIME,
     TEMP_PREFIX,
@@ -327,7 +327,7 @@ def _notify_admins(
     message = ready_message(org_id, results, admins, warnings)
     if message is None:
         return
-    told = [a.addr_spec for a in message["To"].addresses]
+    told = to_addresses(message)
     try:
         deliver(settings, message)
     except DeliveryError as exc:

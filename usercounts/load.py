@@ -155,12 +155,13 @@ def landing_files(landing: Path) -> tuple[list[LandingFile], list[str]]:
 def stray_files(landing: Path) -> list[str]:
     """Data files the run does not read because they are not in a source folder (the landing
     folder itself, `access-events/`, ...): named in a warning rather than silently left."""
+    # only what lies outside the source folders is walked: discover() walked those
+    outside = [entry for entry in landing.iterdir() if entry.name not in SOURCES]
+    paths = [p for entry in outside for p in ([entry] if entry.is_file() else entry.rglob("*"))]
     return sorted(
         path.relative_to(landing).as_posix()
-        for path in landing.rglob("*")
-        if path.suffix.lower() in FORMATS
-        and path.relative_to(landing).parts[0] not in SOURCES
-        and path.is_file()
+        for path in paths
+        if path.suffix.lower() in FORMATS and path.is_file()
     )
 
 

@@ -44,6 +44,13 @@ class RecipientsRefused(DeliveryError):
         )
 
 
+def to_addresses(message: EmailMessage) -> list[str]:
+    """The addresses of the message's To header, as SMTP takes them (our messages have no
+    Cc or Bcc): what a RecipientsRefused's `refused` are compared with."""
+    to = message["To"]
+    return [address.addr_spec for address in to.addresses] if to else []
+
+
 def smtp_password(settings: Settings) -> str | None:
     """The SMTP password from the environment, or from a file only its owner can read."""
     if settings.smtp_password is not None:

@@ -33,7 +33,7 @@ from usercounts import workdb
 from usercounts.build import dbt_home, run_dbt
 from usercounts.config import Settings
 from usercounts.figures import percent
-from usercounts.mail import DeliveryError, RecipientsRefused, deliver
+from usercounts.mail import DeliveryError, RecipientsRefused, deliver, to_addresses
 from usercounts.state import connect_state, copy_state_into
 
 PENDING, FAILED, SENT, UNDELIVERABLE = "pending", "failed", "sent", "undeliverable"
@@ -452,8 +452,7 @@ def deliver_unsent(settings: Settings, rendered: dict[str, EmailMessage] | None 
             message = rendered.get(message_eml) or email.message_from_string(
                 message_eml, policy=email.policy.default
             )
-            to = message["To"]  # our messages have no Cc or Bcc
-            everyone = [address.addr_spec for address in to.addresses] if to else []
+            everyone = to_addresses(message)
             has_it = split_addresses(delivered_to)
             owed = [address for address in everyone if address not in has_it]
             try:
