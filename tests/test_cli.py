@@ -232,24 +232,63 @@ def test_a_second_run_while_one_holds_the_lock_exits_at_once(
     assert not database.exists()
 
 
-def test_serve_registers_the_nightly_deployment_and_schedule(
+def test_serve_registers_the_nightly_schedule_and_runs_the_flow_runs_it_is_given(
     tmp_path: Path, prefect_api_url: str
 ) -> None:
+    """`usercounts serve`, started outside the project as a supervisor would, registers the
+    deployment and executes its flow runs (Prefect's runner, not `usercounts run`'s path)."""
     from prefect.client.orchestration import get_client
-
-    from usercounts.schedule import build_deployment
+    from prefect.exceptions import ObjectNotFound
 
     landing = tmp_path / "landing"
     shutil.copytree(DEMO_LANDING, landing)
-    settings = Settings(landing=landing, database=tmp_path / "w.duckdb", schedule_cron="30 1 * * *")
-    deployment_id = build_deployment(settings).apply()
+    database = tmp_path / "w.duckdb"
+    env = {
+        **os.environ,
+        "USERCOUNTS_LANDING": str(landing),
+        "USERCOUNTS_OUTBOX": str(tmp_path / "outbox"),
+    }
+    usercounts = str(Path(sys.executable).with_name("usercounts"))
+    serving = subprocess.Popen(
+        [usercounts, "serve", "--cron", "30 1 * * *", "--database", str(database)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
-    async def read() -> tuple:
+    async def registered_then_run() -> tuple:
         async with get_client() as client:
-            deployment = await client.read_deployment(deployment_id)
-            return deployment.name, deployment.schedules, deployment.parameters
+            deadline = time.monotonic() + 120
+            while True:  # serve registers the deployment once its imports are done
+                assert serving.poll() is None, "serve ended before registering"
+                try:
+                    deployment = await client.read_deployment_by_name("usercounts-nightly/nightly")
+                except ObjectNotFound:
+                    deployment = None
+                if deployment and deployment.parameters.get("database") == str(database):
+                    break
+                assert time.monotonic() < deadline, "serve registered nothing in 120 s"
+                await asyncio.sleep(1)
+            flow_run = await client.create_flow_run_from_deployment(deployment.id)
+            deadline = time.monotonic() + 180
+            while not (flow_run.state and flow_run.state.is_final()):
+                assert time.monotonic() < deadline, "the run serve was given did not end"
+                await asyncio.sleep(1)
+                flow_run = await client.read_flow_run(flow_run.id)
+            return deployment, flow_run.state
 
-    name, schedules, parameters = asyncio.run(read())
-    assert name == "nightly"
-    assert [(s.schedule.cron, s.schedule.timezone) for s in schedules] == [("30 1 * * *", "UTC")]
-    assert parameters["landing"] == str(landing)
+    try:
+        deployment, state = asyncio.run(registered_then_run())
+    finally:
+        serving.terminate()
+        output, _ = serving.communicate(timeout=60)
+
+    assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [
+        ("30 1 * * *", "UTC")
+    ]
+    assert deployment.parameters["landing"] == str(landing)
+    assert state.is_completed(), output[-3000:]
+    assert query(database, "select count(*) from marts.plan_user_counts_current") == [(14,)]
+    assert list((tmp_path / "outbox").glob("*.eml")), "the run sent no notification"
