@@ -27,8 +27,13 @@
     try_cast(nullif(trim({{ column }}), '') as date)
 {%- endmacro %}
 
+{#- Whole numbers only, written in digits (a trailing .0 allowed, as a Parquet double reads):
+    DuckDB's cast alone rounds 10.5 to 11 and reads 1e3, 0x10 and 1_000. -#}
 {% macro parse_integer(column) -%}
-    try_cast(nullif(trim({{ column }}), '') as bigint)
+    case
+        when regexp_full_match(trim({{ column }}), '[+-]?[0-9]+([.]0*)?')
+            then try_cast(trim({{ column }}) as bigint)
+    end
 {%- endmacro %}
 
 {% macro parse_boolean(column) -%}

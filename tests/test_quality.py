@@ -35,7 +35,7 @@ REQUIRED = {
 }
 # Bad rows in the "warnings" landing, one per row rule of each source (all under 5%).
 BAD_ROWS = {
-    "plans": 12,
+    "plans": 13,
     "instances": 2,
     "users": 4,
     "org_admins": 3,
@@ -124,6 +124,7 @@ def write_warnings(landing: Landing) -> None:
             plan("X5", 10, billing_cycle="weekly"),
             plan("X6", ""),
             plan("X7", "ten"),
+            plan("X7F", "10.5"),
             plan("X8", 0),
             plan("X9", 10, renewal_date="someday"),
             plan("X10", 10, updated_at=""),

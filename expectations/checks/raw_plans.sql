@@ -10,7 +10,10 @@ plans as (
         lower(present(plan_type)) as plan_type,
         lower(present(billing_cycle)) as billing_cycle,
         present(user_tier) as user_tier_text,
-        try_cast(present(user_tier) as bigint) as user_tier,
+        case
+            when regexp_full_match(present(user_tier), '[+-]?[0-9]+([.]0*)?')
+                then try_cast(present(user_tier) as bigint)
+        end as user_tier,
         present(renewal_date) as renewal_date_text,
         try_cast(present(renewal_date) as date) as renewal_date,
         present(updated_at) as updated_at_text,
