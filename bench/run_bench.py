@@ -270,7 +270,7 @@ def run_steps(settings: Settings, as_of: date, label: str) -> Run:
             # as the flow does: dbt's imports and its parse overlap the load
             prestart(settings.work_path, as_of, settings.inactive_days)
         loaded = timed("load", lambda: pipeline.load(settings))
-        summary.rows_loaded = dict(loaded.rows)
+        summary.rows_loaded = loaded.rows_read()
         check = optional_step("quality checks (raw)")
         if check:
             timed("quality checks (raw)", lambda: check(settings, summary))

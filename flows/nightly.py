@@ -93,7 +93,7 @@ def nightly(
         # users exports live 24 hours: each run deletes the expired ones first
         summary.warnings.extend(purge_step(settings.exports_path).warnings)
         loaded = timed(summary, "load", lambda: load_step(settings, full_refresh))
-        summary.rows_loaded = dict(loaded.rows)
+        summary.rows_loaded = loaded.rows_read()
         if loaded.skipped_files:
             summary.warnings.append(
                 f"ignored {len(loaded.skipped_files)} file(s) that are neither .csv nor "

@@ -8,6 +8,7 @@ How CSV rows are numbered for the quarantine is checked on the load alone, at th
 
 from __future__ import annotations
 
+import csv
 from datetime import date, datetime
 from pathlib import Path
 
@@ -45,19 +46,21 @@ def write_scenario(landing: Landing) -> None:
         ]
     ]  # fmt: skip
     plans += [plan(p, 5) for p in THRESHOLD_PLANS]
-    plans.append(plan("P_MON", 5, billing_cycle="monthly"))
+    plans.append(plan("P_MON", "5.0", billing_cycle="monthly"))  # a whole number, as a double
     # Tier change mid-history: 10, then 25 from 2025-03-15 12:00, then 50 from 2025-05-01 00:00.
     plans += [
         plan("P_TIER", 10, plan_name="Tier v1"),
         plan("P_TIER", 25, plan_name="Tier v2", updated_at="2025-03-15T12:00:00Z"),
         plan("P_TIER", 50, plan_name="Tier v3", updated_at="2025-05-01T00:00:00Z"),
     ]
-    # Malformed plan rows (rows 2..5 of this file).
+    # Malformed plan rows (rows 2..7 of this file); DuckDB's cast alone reads 10.5 as 11.
     bad_plans = [
         plan("P_Z0", 0),
         plan("P_ZT", "ten"),
         plan("P_ZE", 10, plan_type="server"),
         plan("P_ZU", 10, updated_at="not a time"),
+        plan("P_ZF", "10.5"),
+        plan("P_ZX", "1e3"),
     ]
     landing.write("plans", plans, name="plans_001.csv")
     landing.write("plans", bad_plans, name="plans_002.csv")
@@ -485,6 +488,8 @@ def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> 
         (3, "unparseable user_tier: ten"),
         (4, "unknown plan_type: server"),
         (5, "unparseable updated_at: not a time"),
+        (6, "unparseable user_tier: 10.5"),
+        (7, "unparseable user_tier: 1e3"),
     ]
     users = query(
         warehouse, "select file_name, row_number, reason from quarantine.users order by 1, 2"
@@ -507,6 +512,28 @@ def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> 
         warehouse,
         "select count(*) from marts.plan_user_counts_current where plan_id like 'P_Z%'",
     ) == [(0,)]
+
+
+def test_rows_loaded_count_every_record_the_quarantined_included(warehouse: Path) -> None:
+    """meta.runs' rows loaded are the records of the landing files, counted here apart with
+    Python's csv module and DuckDB's Parquet reader: the lines the CSV reader rejects (too
+    many or too few columns) included, as they are in rows quarantined."""
+    landing = warehouse.parent.parent / "landing"
+    records = 0
+    for path in sorted(landing.rglob("*.csv")):
+        with path.open(newline="", encoding="utf-8") as fh:
+            records += sum(1 for row in csv.reader(fh) if row) - 1  # less the header
+    with duckdb.connect() as con:
+        for path in sorted(landing.rglob("*.parquet")):
+            (rows,) = con.execute("select count(*) from read_parquet(?)", [str(path)]).fetchone()
+            records += rows
+    quarantined = sum(
+        query(warehouse, f"select count(*) from quarantine.{source}")[0][0]  # noqa: S608
+        for source in ("plans", "instances", "users", "org_admins", "access_events", "last_seen")
+    )
+    assert query(warehouse, "select rows_loaded, rows_quarantined from meta.runs") == [
+        (records, quarantined)
+    ]
 
 
 def test_csv_and_parquet_in_the_same_source(warehouse: Path) -> None:

@@ -83,6 +83,11 @@ class LoadSummary:
     # Why this load started from an empty working database (None: it added to it).
     full_reload_reason: str | None = None
 
+    def rows_read(self) -> dict[str, int]:
+        """Rows read per source, the lines the reader rejected included: a run's "rows
+        loaded", so that rows loaded minus rows quarantined are the rows used."""
+        return {source: rows + self.rejected.get(source, 0) for source, rows in self.rows.items()}
+
 
 class FullReloadNeeded(Exception):
     """The landing folder changed in a way a load on top cannot apply; the message says how."""

@@ -202,7 +202,7 @@ def load_build_publish(settings: Settings, as_of: date, full_refresh: bool = Fal
     publish. For tests and the benchmark's rebuild; the nightly flow runs every step."""
     summary = RunSummary(as_of=as_of)
     loaded = load(settings, full_refresh)
-    summary.rows_loaded = dict(loaded.rows)
+    summary.rows_loaded = loaded.rows_read()
     built = build(settings, as_of, full_refresh)
     summary.build_mode = build_mode(loaded, built)
     summary.dbt_parsed_in_advance = built.parsed_in_advance
