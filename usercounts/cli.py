@@ -241,10 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="write a synthetic landing folder")
     gen.add_argument("--out", type=Path, required=True, help="landing folder to write")
-    gen.add_argument("--users", type=int, default=1000)
-    gen.add_argument("--seed", type=int, default=42)
-    gen.add_argument("--months", type=int, default=24)
-    gen.add_argument("--format", choices=["csv", "parquet"], default="parquet")
+    gen.add_argument("--users", type=int, default=1000, help="how many users (default 1000)")
+    gen.add_argument("--seed", type=int, default=42, help="same seed, same files (default 42)")
+    gen.add_argument("--months", type=int, default=24, help="months of history (default 24)")
+    gen.add_argument(
+        "--format", choices=["csv", "parquet"], default="parquet", help="(default parquet)"
+    )
     gen.add_argument(
         "--daily-files",
         type=int,
