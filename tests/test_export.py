@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Landing, Recorder, build_warehouse, query, run_cli, smtp_server
+from conftest import Landing, Recorder, build_warehouse, free_port, query, run_cli, smtp_server
 
 from usercounts.config import Settings
 from usercounts.export import ExportRefused, ExportResult, Plan, export_plans, ready_message
@@ -430,6 +430,24 @@ def test_an_admin_refused_by_the_server_is_a_warning(warehouse: Settings, tmp_pa
             "ada.admin@o1.example (550 '5.1.1 no such user'), "
             "ben.boss@o1.example (450 '4.2.1 mailbox busy')"
         ]
+
+
+def test_an_email_the_server_never_took_reaches_no_admin(
+    warehouse: Settings, tmp_path: Path
+) -> None:
+    """Nothing listening on the port: the warning says the email failed, and the command
+    does not say it emailed anyone."""
+    settings = Settings(
+        database=warehouse.published_path,
+        exports_dir=tmp_path / "exports",
+        smtp_host="127.0.0.1",
+        smtp_port=free_port(),
+        smtp_timeout_seconds=2,
+    )
+    [result], warnings = export_plans(settings, ["P1"])
+    assert result.notified == []
+    assert len(warnings) == 1
+    assert warnings[0].startswith("export written, but the email to org O1's admins failed: ")
 
 
 def test_all_plans_of_an_org(settings: Settings) -> None:
