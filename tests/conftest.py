@@ -197,13 +197,13 @@ def run_in_project(project: Path, script: str, *args: str) -> str:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: Path = PROJECT_ROOT
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed `usercounts` command as a user would, capturing its output."""
     command = [str(Path(sys.executable).with_name("usercounts")), *args]
     return subprocess.run(
         command,
-        cwd=PROJECT_ROOT,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,

@@ -211,14 +211,43 @@ def test_a_warehouse_name_the_run_uses_for_its_own_files_is_refused_at_once(
     assert not database.parent.exists()
 
 
-def test_an_invalid_setting_is_one_line_naming_its_variable(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [
+        ("USERCOUNTS_INACTIVE_DAYS", "0", "Input should be greater than or equal to 1"),
+        ("USERCOUNTS_DUCKDB_MEMORY_LIMIT", "lots", "not a DuckDB memory limit (e.g. 12GB, 4GiB)"),
+        (
+            "USERCOUNTS_SCHEDULE_TIMEZONE",
+            "Mars/Base",
+            "not a time zone name (e.g. UTC, Europe/Berlin)",
+        ),
+    ],
+)
+def test_an_invalid_setting_stops_a_run_at_once_in_one_line_naming_it(
+    tmp_path: Path, variable: str, value: str, problem: str
+) -> None:
+    # before, a bad memory limit stopped the run inside dbt's build, without naming it
     database = tmp_path / "warehouse.duckdb"
-    result = run_cli("counts", "--database", str(database), env={"USERCOUNTS_INACTIVE_DAYS": "0"})
+    result = run_cli("run", "--database", str(database), env={variable: value}, timeout=60)
     assert result.returncode == 1
     assert result.stderr == (
-        "usercounts: error: invalid settings: USERCOUNTS_INACTIVE_DAYS: Input should be "
-        "greater than or equal to 1 (got '0')\n"
+        f"usercounts: error: invalid settings: {variable}: {problem} (got {value!r})\n"
     )
+    assert not database.exists()
+
+
+def test_relative_paths_are_the_current_folders(tmp_path: Path, prefect_api_url: str) -> None:
+    """A run started in another folder than the project, with relative paths: dbt and Great
+    Expectations (which run in the project folder) read and write the same files."""
+    shutil.copytree(DEMO_LANDING, tmp_path / "in")
+    result = run_cli(
+        "run", "--landing", "in", "--database", "out/wh.duckdb", "--as-of", AS_OF, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert query(
+        tmp_path / "out" / "wh.duckdb", "select count(*) from marts.plan_user_counts_current"
+    ) == [(14,)]
+    assert (tmp_path / "out" / "quality" / "docs" / "index.html").exists()
 
 
 def test_a_second_run_while_one_holds_the_lock_exits_at_once(
@@ -230,6 +259,31 @@ def test_a_second_run_while_one_holds_the_lock_exits_at_once(
     assert result.returncode == 1
     assert "another usercounts run (pid " in result.stderr
     assert not database.exists()
+    # refused before the flow starts (and before a temporary Prefect server would boot)
+    from prefect.client.orchestration import get_client
+
+    async def runs_for_this_database() -> list:
+        async with get_client() as client:
+            runs = await client.read_flow_runs(limit=200)
+        return [r for r in runs if r.parameters.get("database") == str(database)]
+
+    assert asyncio.run(runs_for_this_database()) == []
+
+
+def test_serve_refuses_what_it_cannot_schedule(tmp_path: Path, prefect_api_url: str) -> None:
+    database = str(tmp_path / "w.duckdb")
+    bad_cron = run_cli("serve", "--cron", "61 2 * * *", "--database", database, timeout=60)
+    assert (bad_cron.returncode, bad_cron.stderr) == (
+        1,
+        'usercounts: error: Invalid cron string: "61 2 * * *" '
+        "(five fields: minute hour day month weekday)\n",
+    )
+    # without a server Prefect would serve against its own temporary one, which never runs it
+    no_server = run_cli("serve", "--database", database, env={"PREFECT_API_URL": ""}, timeout=60)
+    assert no_server.returncode == 1
+    assert no_server.stderr.startswith(
+        "usercounts: error: usercounts serve needs a running Prefect"
+    )
 
 
 def test_serve_registers_the_nightly_schedule_and_runs_the_flow_runs_it_is_given(

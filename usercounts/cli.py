@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from usercounts.config import Settings, quiet_tool_defaults
+from usercounts.lock import RunLocked, run_lock
 
 
 def _date(text: str) -> date:
@@ -66,7 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # A stop request (systemd, `timeout`, a container stop) ends the run like Ctrl-C: the
     # dbt child and Prefect's temporary server are stopped instead of being left running.
     signal.signal(signal.SIGTERM, _interrupt)
-    _settings(args)  # bad settings stop the run here, before Prefect starts
+    settings = _settings(args)  # bad settings stop the run here, before Prefect starts
+    with run_lock(settings.lock_path):
+        pass  # another run holds it: say so now, not once Prefect's server is up (~20 s)
     from usercounts.build import start_dbt_child
     from usercounts.prefect_server import start_temporary_server
 
@@ -268,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command; report expected failures as one line, exit non-zero."""
     import duckdb
 
-    from usercounts.errors import RunFailed
-    from usercounts.lock import RunLocked
+    from usercounts.errors import RunFailed, UsageError
 
     quiet_tool_defaults()
     args = build_parser().parse_args(argv)
@@ -287,7 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # OSError and DuckDB's I/O and fatal errors: the disk, not the code (a full disk, a
     # file that cannot be written), so one line too
-    except (RunFailed, RunLocked, OSError, duckdb.IOException, duckdb.FatalException) as exc:
+    except (
+        RunFailed,
+        RunLocked,
+        UsageError,
+        OSError,
+        duckdb.IOException,
+        duckdb.FatalException,
+    ) as exc:
         print(f"usercounts: error: {exc}", file=sys.stderr)
         return 1
     except ValidationError as exc:

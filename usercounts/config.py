@@ -6,7 +6,7 @@ import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repo root: the dbt project, bundled demo data and the default data folder live here.
@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     quarantine_max_share: float = Field(default=0.05, ge=0, le=1)
     schedule_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
+    # DuckDB's memory limit in dbt's builds (profiles.yml reads the variable itself; it is
+    # a field so that a bad value stops the run at once, named, not in the middle of dbt).
+    duckdb_memory_limit: str | None = None
 
     smtp_host: str | None = None
     smtp_port: int = 25
@@ -54,6 +57,44 @@ class Settings(BaseSettings):
     # what still fails is retried by the next run.
     notify_retries: int = Field(default=3, ge=0)
     notify_retry_delay_seconds: float = Field(default=30.0, ge=0)
+
+    @field_validator(
+        "landing", "data_dir", "database", "outbox", "exports_dir", "smtp_password_file"
+    )
+    @classmethod
+    def _from_the_current_folder(cls, path: Path | None) -> Path | None:
+        """A relative path is the current folder's, made absolute now: dbt and Great
+        Expectations run in the project folder, where it would name another file."""
+        return None if path is None else Path(os.path.abspath(path.expanduser()))
+
+    @field_validator("schedule_timezone")
+    @classmethod
+    def _known_time_zone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(name)
+        except (ValueError, KeyError):  # ZoneInfoNotFoundError is a KeyError
+            raise ValueError("not a time zone name (e.g. UTC, Europe/Berlin)") from None
+        return name
+
+    @field_validator("duckdb_memory_limit")
+    @classmethod
+    def _memory_limit_duckdb_reads(cls, limit: str | None) -> str | None:
+        if limit is None:
+            return None
+        import duckdb
+
+        valid = "'" not in limit  # checked first: the value goes into SQL as profiles.yml's does
+        if valid:
+            with duckdb.connect() as con:
+                try:
+                    con.execute(f"set memory_limit = '{limit}'")
+                except duckdb.Error:
+                    valid = False
+        if not valid:
+            raise ValueError("not a DuckDB memory limit (e.g. 12GB, 4GiB)")
+        return limit
 
     @property
     def published_path(self) -> Path:

@@ -3,3 +3,7 @@
 
 class RunFailed(RuntimeError):
     """The run stopped before publishing; the message says why in one line."""
+
+
+class UsageError(RuntimeError):
+    """A command cannot do what it was asked with what it was given; the message says why."""

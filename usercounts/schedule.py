@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from usercounts.config import Settings
+from usercounts.errors import UsageError
 
 DEPLOYMENT_NAME = "nightly"
 
@@ -19,12 +20,17 @@ def build_deployment(settings: Settings, cron: str | None = None) -> Any:
 
     from flows.nightly import nightly
 
+    cron = cron or settings.schedule_cron
+    try:
+        schedule = Cron(cron, timezone=settings.schedule_timezone)
+    except ValueError as exc:  # the option or USERCOUNTS_SCHEDULE_CRON
+        raise UsageError(f"{exc} (five fields: minute hour day month weekday)") from None
     parameters = {"landing": str(settings.landing), "database": str(settings.published_path)}
     if settings.outbox is not None:
         parameters["outbox"] = str(settings.outbox)
     return nightly.to_deployment(
         name=DEPLOYMENT_NAME,
-        schedule=Cron(cron or settings.schedule_cron, timezone=settings.schedule_timezone),
+        schedule=schedule,
         parameters=parameters,
         description="usercounts: the nightly user-count job",
         tags=["usercounts"],
@@ -34,6 +40,14 @@ def build_deployment(settings: Settings, cron: str | None = None) -> Any:
 def serve(settings: Settings, cron: str | None = None) -> None:
     """Register the deployment and run its scheduled flow runs until interrupted."""
     from prefect import serve as prefect_serve
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        # Prefect would serve against a temporary server of its own that never schedules.
+        raise UsageError(
+            "usercounts serve needs a running Prefect server: start one with `prefect server "
+            "start` and set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
+        )
 
     deployment = build_deployment(settings, cron)
     print(
