@@ -621,6 +621,21 @@ def test_deliver_to_outbox_is_rfc5322(tmp_path: Path) -> None:
     assert path.read_bytes().isascii()
 
 
+@pytest.mark.parametrize("plan_type", ["marketplace_app", "guard_standard"])
+def test_a_plan_the_export_refuses_is_pointed_to_its_inactive_users(plan_type: str) -> None:
+    """The users export refuses these plan types, so the message must not suggest it."""
+    facts = {**OUTBOX_FACTS, "plan_type": plan_type}
+    message = notify.render_message(facts, ["a@b.example"], "usercounts@localhost")
+    text = message.get_body(("plain",)).get_content()
+    html_part = message.get_body(("html",)).get_content()
+    assert "usercounts export" not in text and "usercounts export" not in html_part
+    assert (
+        "The inactive users, most inactive first (the users export does not cover "
+        f"{plan_type} plans):\n  usercounts inactive --plan 'P 1'\n"
+    ) in text
+    assert "<pre>usercounts inactive --plan &#x27;P 1&#x27;</pre>" in html_part
+
+
 def test_outbox_file_is_the_logged_message(tmp_path: Path) -> None:
     """A message delivered from the log (a later run retrying it) is filed as logged, not
     as parsed and serialized again: Python folds this Subject differently the second time."""

@@ -32,6 +32,7 @@ import pandas as pd
 from usercounts import workdb
 from usercounts.build import dbt_home, run_dbt
 from usercounts.config import Settings
+from usercounts.export import REFUSED_PLAN_TYPES
 from usercounts.figures import percent
 from usercounts.mail import DeliveryError, RecipientsRefused, deliver, to_addresses
 from usercounts.state import connect_state, copy_state_into
@@ -340,7 +341,19 @@ def message_lines(facts: dict[str, Any]) -> dict[str, Any]:
         "actions": ["Upgrade the plan to a higher user tier, or", "lower the user count:"],
         "remove": remove,
         "least_active": least_active,
-        "export": f"usercounts export --plan {shlex.quote(plan_id)}",
+        # the users export refuses Guard and Marketplace app plans: point to what works there
+        "export": (
+            (
+                "The inactive users, most inactive first (the users export does not cover "
+                f"{facts['plan_type']} plans):",
+                f"usercounts inactive --plan {shlex.quote(plan_id)}",
+            )
+            if facts.get("plan_type") in REFUSED_PLAN_TYPES
+            else (
+                "The full list of users with their last-seen dates:",
+                f"usercounts export --plan {shlex.quote(plan_id)}",
+            )
+        ),
         "why": f"You receive this because you are an admin of org {one_line(facts['org_id'])}.",
         "opt_out": (
             f"usercounts notify-at-80 off --plan {shlex.quote(plan_id)}"
@@ -362,7 +375,8 @@ def render_text(content: dict[str, Any]) -> str:
     if content["least_active"]:
         lines += ["", "The least active users (by last seen):"]
         lines += [f"  - {user}" for user in content["least_active"]]
-    lines += ["", "The full list of users with their last-seen dates:", f"  {content['export']}"]
+    what, command = content["export"]
+    lines += ["", what, f"  {command}"]
     lines += ["", content["why"]]
     if content["opt_out"]:
         lines.append(f"To stop the 80% notices for this plan: {content['opt_out']}")
@@ -387,10 +401,8 @@ def render_html(content: dict[str, Any]) -> str:
     if content["least_active"]:
         rows = "".join(f"<li>{e(user)}</li>" for user in content["least_active"])
         parts.append(f"<p>The least active users (by last seen):</p>\n<ul>{rows}</ul>")
-    parts.append(
-        "<p>The full list of users with their last-seen dates:</p>\n"
-        f"<pre>{e(content['export'])}</pre>"
-    )
+    what, command = content["export"]
+    parts.append(f"<p>{e(what)}</p>\n<pre>{e(command)}</pre>")
     why = e(content["why"])
     if content["opt_out"]:
         why += f"<br>To stop the 80% notices for this plan: <code>{e(content['opt_out'])}</code>"
