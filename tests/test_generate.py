@@ -180,6 +180,12 @@ def test_sources_match_the_contract(tmp_path: Path, fmt: str) -> None:
     assert values("access_events", "user_id") <= values("users", "user_id")
 
 
+def test_a_small_landing_has_admins_so_that_it_runs(tmp_path: Path) -> None:
+    # seed 7 gave the only org of 2,000 users no admins: a header-only org_admins file,
+    # which stops a run (a critical check)
+    assert generate(tmp_path, users=2000, seed=7, fmt="csv")["org_admins"] > 0
+
+
 def test_history_stays_inside_the_window(tmp_path: Path) -> None:
     end = date(2025, 3, 31)
     generate(tmp_path, users=600, orgs=2, fmt="parquet", end_date=end, months=6)

@@ -88,8 +88,10 @@ with base as (
         -- roughly log-normal org sizes (sum of three uniforms ~ normal)
         floor(1000 * exp(2 * (u01(o, 'w1') + u01(o, 'w2') + u01(o, 'w3') - 1.5)))::bigint + 1
             as weight,
+        -- 5% of orgs have no admins, never the first: an org_admins file with no rows
+        -- would stop the run (a critical check), and a small landing may have one org
         case
-            when u01(o, 'admins') < 0.05 then 0
+            when o > 0 and u01(o, 'admins') < 0.05 then 0
             else 1 + floor(u01(o, 'n_admins') * 3)::bigint
         end as n_admins
     from range(getvariable('n_orgs')) as r (o)
