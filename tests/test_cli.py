@@ -85,7 +85,18 @@ def test_counts_into_a_reader_that_stops_early_ends_quietly(demo_run: Path) -> N
 def test_counts_for_an_unknown_plan_fails_clearly(demo_run: Path) -> None:
     result = run_cli("counts", "--plan", "nope", "--database", str(demo_run))
     assert result.returncode == 1
-    assert result.stderr.strip() == f"usercounts: no plan 'nope' in {demo_run}"
+    assert result.stderr.strip() == f"usercounts: error: no plan 'nope' in {demo_run}"
+
+
+def test_notify_at_80_for_a_plan_the_warehouse_lacks_warns_and_keeps_it(demo_run: Path) -> None:
+    known = run_cli("notify-at-80", "on", "--plan", "acme-confluence", "--database", str(demo_run))
+    assert (known.returncode, known.stderr) == (0, "")
+    typo = run_cli("notify-at-80", "on", "--plan", "acme-jria", "--database", str(demo_run))
+    assert typo.returncode == 0
+    assert typo.stderr == (
+        f"usercounts: warning: no plan 'acme-jria' in {demo_run}: check the plan id "
+        "(the setting is kept for when such a plan appears)\n"
+    )
 
 
 def test_a_second_run_adds_to_the_working_database_and_full_refresh_rebuilds(
@@ -234,6 +245,20 @@ def test_an_invalid_setting_stops_a_run_at_once_in_one_line_naming_it(
         f"usercounts: error: invalid settings: {variable}: {problem} (got {value!r})\n"
     )
     assert not database.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("counts", "--months", "-2"),
+        ("inactive", "--plan", "P", "--limit", "0"),
+        ("inactive", "--plan", "P", "--days", "0"),
+    ],
+)
+def test_a_count_below_one_is_refused_by_the_options(args: tuple[str, ...]) -> None:
+    result = run_cli(*args, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith(f"not a whole number >= 1: {args[-1]!r}")
 
 
 def test_relative_paths_are_the_current_folders(tmp_path: Path, prefect_api_url: str) -> None:

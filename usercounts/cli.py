@@ -33,7 +33,7 @@ def _positive(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"not a whole number of days >= 1: {text!r}")
+        raise argparse.ArgumentTypeError(f"not a whole number >= 1: {text!r}")
     return value
 
 
@@ -108,13 +108,28 @@ def cmd_counts(args: argparse.Namespace) -> int:
 
 def cmd_notify_at_80(args: argparse.Namespace) -> int:
     from usercounts.state import set_notify_at_80
+    from usercounts.views import open_published
 
+    settings = _settings(args)
     enabled = args.setting == "on"
-    set_notify_at_80(_settings(args).state_path, args.plan, enabled)
+    set_notify_at_80(settings.state_path, args.plan, enabled)
     print(
         f"usercounts: 80% notifications for plan {args.plan} are {args.setting} "
         "(from the next run on)"
     )
+    # kept either way (it works before the first run), but a mistyped id should show
+    if settings.published_path.exists():
+        with open_published(settings.published_path) as con:
+            (known,) = con.execute(
+                "select count(*) from marts.plan_user_counts_current where plan_id = ?",
+                [args.plan],
+            ).fetchone()
+        if not known:
+            print(
+                f"usercounts: warning: no plan {args.plan!r} in {settings.published_path}: "
+                "check the plan id (the setting is kept for when such a plan appears)",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -208,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     counts = sub.add_parser("counts", help="the 12-month view per plan")
     counts.add_argument("--plan", help="only this plan_id")
-    counts.add_argument("--months", type=int, default=12, help="how many months (default 12)")
+    counts.add_argument("--months", type=_positive, default=12, help="how many months (default 12)")
     database_option(counts)
     counts.set_defaults(func=cmd_counts)
 
@@ -234,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     inactive.add_argument(
         "--days", type=_positive, help="inactive N days or more (default: USERCOUNTS_INACTIVE_DAYS)"
     )
-    inactive.add_argument("--limit", type=int, help="show the first N only (default: all)")
+    inactive.add_argument("--limit", type=_positive, help="show the first N only (default: all)")
     database_option(inactive)
     inactive.set_defaults(func=cmd_inactive)
     report = sub.add_parser("report", help="the capacity report: HTML and CSV (finance)")
@@ -244,9 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="write a synthetic landing folder")
     gen.add_argument("--out", type=Path, required=True, help="landing folder to write")
-    gen.add_argument("--users", type=int, default=1000, help="how many users (default 1000)")
+    gen.add_argument("--users", type=_positive, default=1000, help="how many users (default 1000)")
     gen.add_argument("--seed", type=int, default=42, help="same seed, same files (default 42)")
-    gen.add_argument("--months", type=int, default=24, help="months of history (default 24)")
+    gen.add_argument("--months", type=_positive, default=24, help="months of history (default 24)")
     gen.add_argument(
         "--format", choices=["csv", "parquet"], default="parquet", help="(default parquet)"
     )

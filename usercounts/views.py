@@ -42,7 +42,7 @@ def print_counts(published: Path, plan_id: str | None, months: int = 12) -> int:
             [plan_id, plan_id],
         ).fetchall()
         if not plans:
-            print(f"usercounts: no plan {plan_id!r} in {published}", file=sys.stderr)
+            print(f"usercounts: error: no plan {plan_id!r} in {published}", file=sys.stderr)
             return 1
         for pid, name, org, count, tier, status, as_of in plans:
             print(f"{name} ({pid}, org {org}): {count} of {tier} users, {status}, as of {as_of}")
