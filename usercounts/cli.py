@@ -206,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def database_option(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--database", type=Path, help="the published warehouse file (default: data/)"
+            "--database",
+            type=Path,
+            help="the published warehouse file (default: the project's data/warehouse.duckdb)",
         )
 
     run = sub.add_parser("run", help="the nightly job: load, build, check, notify, publish")
@@ -258,7 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     gen = sub.add_parser("generate", help="write a synthetic landing folder")
-    gen.add_argument("--out", type=Path, required=True, help="landing folder to write")
+    gen.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="landing folder to write (files already there stay: start from an empty one)",
+    )
     gen.add_argument("--users", type=_positive, default=1000, help="how many users (default 1000)")
     gen.add_argument("--seed", type=int, default=42, help="same seed, same files (default 42)")
     gen.add_argument("--months", type=_positive, default=24, help="months of history (default 24)")
