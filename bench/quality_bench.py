@@ -162,7 +162,7 @@ def main() -> None:
 
     gx_import = time.perf_counter() - began
     workdb.remove(settings.work_path)
-    step("load", lambda: summary.rows_loaded.update(pipeline.load(settings).rows))
+    step("load", lambda: summary.rows_loaded.update(pipeline.load(settings).rows_read()))
     if args.preload_gx:
         began = time.perf_counter()
         preload.join()

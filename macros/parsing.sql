@@ -31,7 +31,7 @@
     DuckDB's cast alone rounds 10.5 to 11 and reads 1e3, 0x10 and 1_000. -#}
 {% macro parse_integer(column) -%}
     case
-        when regexp_full_match(trim({{ column }}), '[+-]?[0-9]+([.]0*)?')
+        when regexp_full_match({{ column }}, '\s*[+-]?[0-9]+([.]0*)?\s*')
             then try_cast(trim({{ column }}) as bigint)
     end
 {%- endmacro %}

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -226,7 +227,11 @@ def test_a_warehouse_name_the_run_uses_for_its_own_files_is_refused_at_once(
     ("variable", "value", "problem"),
     [
         ("USERCOUNTS_INACTIVE_DAYS", "0", "Input should be greater than or equal to 1"),
-        ("USERCOUNTS_DUCKDB_MEMORY_LIMIT", "lots", "not a DuckDB memory limit (e.g. 12GB, 4GiB)"),
+        (
+            "USERCOUNTS_DUCKDB_MEMORY_LIMIT",
+            "lots",
+            "not a DuckDB memory limit (e.g. 12GB, 4GiB, 80%)",
+        ),
         (
             "USERCOUNTS_SCHEDULE_TIMEZONE",
             "Mars/Base",
@@ -278,18 +283,22 @@ def test_relative_paths_are_the_current_folders(tmp_path: Path, prefect_api_url:
 def test_a_second_run_while_one_holds_the_lock_exits_at_once(
     tmp_path: Path, prefect_api_url: str
 ) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
     database = tmp_path / "data" / "warehouse.duckdb"
+    began = datetime.now(UTC)
     with run_lock(Settings(database=database).lock_path):
         result = run_cli("run", "--database", str(database), timeout=60)
     assert result.returncode == 1
     assert "another usercounts run (pid " in result.stderr
     assert not database.exists()
-    # refused before the flow starts (and before a temporary Prefect server would boot)
-    from prefect.client.orchestration import get_client
 
+    # refused before the flow starts (and before a temporary Prefect server would boot)
     async def runs_for_this_database() -> list:
+        started_since = FlowRunFilter(start_time=FlowRunFilterStartTime(after_=began))
         async with get_client() as client:
-            runs = await client.read_flow_runs(limit=200)
+            runs = await client.read_flow_runs(flow_run_filter=started_since)
         return [r for r in runs if r.parameters.get("database") == str(database)]
 
     assert asyncio.run(runs_for_this_database()) == []

@@ -46,7 +46,8 @@ def write_scenario(landing: Landing) -> None:
         ]
     ]  # fmt: skip
     plans += [plan(p, 5) for p in THRESHOLD_PLANS]
-    plans.append(plan("P_MON", "5.0", billing_cycle="monthly"))  # a whole number, as a double
+    # a whole number as a double reads, padded with a tab; a blank name reads as the plan_id
+    plans.append(plan("P_MON", " 5.0\t", billing_cycle="monthly", plan_name="  "))
     # Tier change mid-history: 10, then 25 from 2025-03-15 12:00, then 50 from 2025-05-01 00:00.
     plans += [
         plan("P_TIER", 10, plan_name="Tier v1"),
@@ -456,6 +457,8 @@ def test_tier_in_force_follows_plan_versions(warehouse: Path) -> None:
     ]
     row = current(warehouse, "P_TIER")
     assert (row["user_tier"], row["plan_name"]) == (50, "Tier v3")
+    padded = current(warehouse, "P_MON")
+    assert (padded["user_tier"], padded["plan_name"]) == (5, "P_MON")
 
 
 def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> None:

@@ -77,13 +77,13 @@ def dbt_env(work_path: Path, as_of: date, inactive_days: int | None = None) -> d
     The as-of date travels as USERCOUNTS_AS_OF_DATE, read only while models run, because a
     changed `--vars` makes dbt re-parse the whole project (seconds, every night).
     """
+    memory_limit = os.environ.get("USERCOUNTS_DUCKDB_MEMORY_LIMIT", "").strip()  # blank: unset
     env = {
         **os.environ,
         "USERCOUNTS_WORK_DB": str(work_path),
         "USERCOUNTS_WORK_MARTS_DB": str(workdb.marts_path(work_path)),
         "USERCOUNTS_AS_OF_DATE": as_of.isoformat(),
-        "USERCOUNTS_DUCKDB_MEMORY_LIMIT": os.environ.get("USERCOUNTS_DUCKDB_MEMORY_LIMIT")
-        or default_memory_limit(),
+        "USERCOUNTS_DUCKDB_MEMORY_LIMIT": memory_limit or default_memory_limit(),
     }
     if inactive_days is not None:
         env["USERCOUNTS_INACTIVE_DAYS"] = str(inactive_days)

@@ -150,7 +150,7 @@ def cmd_inactive(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     days = args.days if args.days is not None else settings.inactive_days
-    return print_inactive(settings.published_path, args.plan, days, limit=args.limit or None)
+    return print_inactive(settings.published_path, args.plan, days, limit=args.limit)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--database",
             type=Path,
-            help="the published warehouse file (default: the project's data/warehouse.duckdb)",
+            help="the published warehouse file (default: USERCOUNTS_DATABASE, else the "
+            "project's data/warehouse.duckdb)",
         )
 
     run = sub.add_parser("run", help="the nightly job: load, build, check, notify, publish")

@@ -333,8 +333,10 @@ def _notify_admins(
     except DeliveryError as exc:
         # Refused at RCPT TO: the others have it. Any other failure (the server down, a
         # login refused): nobody has it.
-        refused = exc.refused if isinstance(exc, RecipientsRefused) else told
-        told = [address for address in told if address not in refused]
+        if isinstance(exc, RecipientsRefused):
+            told = [address for address in told if address not in exc.refused]
+        else:
+            told = []
         if not told:
             warnings.append(f"export written, but the email to org {org_id}'s admins failed: {exc}")
             return

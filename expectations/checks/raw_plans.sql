@@ -11,7 +11,7 @@ plans as (
         lower(present(billing_cycle)) as billing_cycle,
         present(user_tier) as user_tier_text,
         case
-            when regexp_full_match(present(user_tier), '[+-]?[0-9]+([.]0*)?')
+            when regexp_full_match(present(user_tier), '\s*[+-]?[0-9]+([.]0*)?\s*')
                 then try_cast(present(user_tier) as bigint)
         end as user_tier,
         present(renewal_date) as renewal_date_text,

@@ -19,7 +19,7 @@ final as (
     select
         instance_id,
         plan_id,
-        coalesce(instance_name, instance_id) as instance_name,
+        coalesce(nullif(instance_name, ''), instance_id) as instance_name,
         site_url
     from deduplicated
     where recency = 1

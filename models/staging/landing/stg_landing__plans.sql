@@ -19,7 +19,7 @@ final as (
     select
         plan_id,
         org_id,
-        coalesce(plan_name, plan_id) as plan_name,
+        coalesce(nullif(plan_name, ''), plan_id) as plan_name,
         product_key,
         plan_type,
         billing_cycle,
