@@ -67,7 +67,12 @@ def write_scenario(landing: Landing) -> None:
     landing.write("plans", bad_plans, name="plans_002.csv")
 
     instances = [
-        {"instance_id": f"I_{p[2:]}", "plan_id": p, "instance_name": f"site {p}"}
+        # P_MON's site has a blank name, which reads as its id
+        {
+            "instance_id": f"I_{p[2:]}",
+            "plan_id": p,
+            "instance_name": " " if p == "P_MON" else f"site {p}",
+        }
         for p in [row["plan_id"] for row in plans]
         if p not in ("P_TWO", "P_LATE")
     ]
@@ -459,6 +464,9 @@ def test_tier_in_force_follows_plan_versions(warehouse: Path) -> None:
     assert (row["user_tier"], row["plan_name"]) == (50, "Tier v3")
     padded = current(warehouse, "P_MON")
     assert (padded["user_tier"], padded["plan_name"]) == (5, "P_MON")
+    assert query(
+        warehouse, "select instance_name from marts.plan_instances where plan_id = 'P_MON'"
+    ) == [("I_MON",)]
 
 
 def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> None:
