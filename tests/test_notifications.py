@@ -57,8 +57,9 @@ from conftest import (
 
 from usercounts import notify, pipeline, workdb
 from usercounts.config import Settings
+from usercounts.lock import run_lock
 from usercounts.mail import DeliveryError, deliver
-from usercounts.state import connect_state
+from usercounts.state import NotificationNotFound, cancel_notification, connect_state
 
 D1 = date(2026, 3, 1)
 D1_NEXT = date(2026, 3, 2)
@@ -540,6 +541,8 @@ def test_failed_sends_are_recorded_retried_and_delivered_once(
         assert (status, attempts, sent_at) == ("failed", 1, None)
         assert error.startswith("temporary: SMTP 127.0.0.1:") and "refused" in error.lower()
     assert any("not delivered after 1 attempt(s)" in w for w in report.warnings)
+    for i in first_ids:  # each names the command that gives it up, with the id it takes
+        assert sum(f"usercounts notifications cancel {i[:12]})" in w for w in report.warnings) == 1
     published = log_rows(refused)
     assert {r["status"] for i, r in published.items() if i in first_ids} == {"failed"}
 
@@ -556,13 +559,42 @@ def test_failed_sends_are_recorded_retried_and_delivered_once(
     assert all(rows[i][2].startswith("permanent: SMTP 554") for i in first_ids)
     assert handler.take() == []
 
-    # an operator gives up on X's tier_80 by hand (docs/notifications.md): not retried, and
-    # it counts for the 30-day rule like a sent one
+    # the operator's view: the seven owed rows, newest first; N's undeliverable row only
+    # with --all
+    database = ["--database", str(working.database)]
+    owed = run_cli("notifications", *database)
+    assert owed.returncode == 0, owed.stderr
+    listed = [line.split()[0] for line in owed.stdout.splitlines()[2:9]]
+    assert sorted(listed) == sorted(i[:12] for i in first_ids)
+    assert "7 owed: every run retries them" in owed.stdout
+    assert owed.stdout.count("permanent: SMTP 554") == 7
+    assert nid("N", "tier_80", D1)[:12] not in owed.stdout
+    everything = run_cli("notifications", "--all", "--plan", "N", *database)
+    assert everything.stdout.splitlines()[2].split()[:7] == [
+        nid("N", "tier_80", D1)[:12], "LONELY", "N", "tier_80", "2026-03-01", "undeliverable", "0",
+    ]  # fmt: skip
+
+    # an operator gives up on X's tier_80 (docs/notifications.md): not retried, and it
+    # counts for the 30-day rule like a sent one. Not while a run holds the data folder,
+    # not a row that is not owed, and an id prefix must name one row.
     x_80 = nid("X", "tier_80", D1)
-    with duckdb.connect(str(working.state_path)) as con:
-        con.execute(
-            "update notification_log set status = 'cancelled' where notification_id = ?", [x_80]
-        )
+    with run_lock(working.lock_path):
+        locked = run_cli("notifications", "cancel", x_80, *database)
+    assert locked.returncode == 1 and "another usercounts run" in locked.stderr
+    refused = run_cli("notifications", "cancel", nid("N", "tier_80", D1)[:8], *database)
+    assert refused.returncode == 1
+    assert "is undeliverable: only pending or failed ones can be cancelled" in refused.stderr
+    unknown = run_cli("notifications", "cancel", "0" * 32, *database)
+    assert unknown.returncode == 1 and "no notification '" in unknown.stderr
+    cancelled = run_cli("notifications", *database, "cancel", x_80[:8].upper())
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert (
+        f"cancelled the tier_80 notification for plan X as of 2026-03-01 ({x_80}), failed "
+        "after 3 attempt(s); delivered to nobody."
+    ) in cancelled.stdout
+    again = run_cli("notifications", "cancel", x_80, *database)
+    assert again.returncode == 0 and "was already cancelled" in again.stdout
+    assert "6 owed" in run_cli("notifications", *database).stdout
 
     # night 2, 30 days later: the unsent rows block new ones for their plan and kind (A's
     # tier_80 would otherwise be due again), the new decisions are made (X's tier_80 too: the
@@ -715,6 +747,23 @@ def test_a_state_file_of_an_older_version_gains_delivered_to(tmp_path: Path) -> 
     with duckdb.connect(str(settings.state_path), read_only=True) as con:
         logged = con.execute("select status, delivered_to from notification_log").fetchall()
     assert logged == [("sent", "a@b.example")]
+
+
+def test_cancel_needs_an_id_prefix_that_names_one_row(tmp_path: Path) -> None:
+    settings = Settings(database=tmp_path / "w.duckdb")
+    facts = notify.PlanFacts(admins={"O": ["a@b.example"]}, month_ends={}, least_active={})
+    row, _ = notify.intent_for(settings, OUTBOX_FACTS, facts)
+    ids = ["abcdef" + "0" * 26, "abcdef" + "1" * 26]
+    notify.record_intents(settings, [{**row, "notification_id": i} for i in ids])
+    with pytest.raises(NotificationNotFound, match="2 notifications start with 'abcdef'"):
+        cancel_notification(settings.state_path, "abcdef")
+    with pytest.raises(NotificationNotFound, match="at least 6 characters"):
+        cancel_notification(settings.state_path, "abcde")
+    cancelled, changed = cancel_notification(settings.state_path, " ABCDEF1 ")
+    assert (cancelled[0], cancelled[4], changed) == (ids[1], "pending", True)
+    with duckdb.connect(str(settings.state_path), read_only=True) as con:
+        statuses = con.execute("select status from notification_log order by 1").fetchall()
+    assert statuses == [("cancelled",), ("pending",)]
 
 
 def other_process_reads_log(path: Path) -> list[tuple[str, str, int]] | None:

@@ -133,6 +133,39 @@ def cmd_notify_at_80(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notifications(args: argparse.Namespace) -> int:
+    from usercounts.views import print_notifications
+
+    if args.action == "cancel":
+        return cancel(args)
+    return print_notifications(_settings(args).state_path, args.plan, args.all)
+
+
+def cancel(args: argparse.Namespace) -> int:
+    from usercounts.state import NotificationNotFound, cancel_notification
+
+    settings = _settings(args)
+    # a run's notify step may be retrying this very row: wait for no run, not a race
+    with run_lock(settings.lock_path):
+        try:
+            row, changed = cancel_notification(settings.state_path, args.notification_id)
+        except (NotificationNotFound, ValueError) as exc:
+            print(f"usercounts: error: {exc}", file=sys.stderr)
+            return 1
+    notification_id, plan_id, kind, as_of, status, attempts, delivered_to = row
+    what = f"{kind} notification for plan {plan_id} as of {as_of} ({notification_id})"
+    if not changed:
+        print(f"usercounts: the {what} was already cancelled")
+        return 0
+    print(
+        f"usercounts: cancelled the {what}, {status} after {attempts} attempt(s); "
+        + (f"delivered to {delivered_to} only. " if delivered_to else "delivered to nobody. ")
+        + "No run retries it, and it counts as sent for the 30-day and limit rules "
+        "(marts.notifications shows it from the next run on)"
+    )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from usercounts.export import run_export
 
@@ -204,10 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def database_option(p: argparse.ArgumentParser) -> None:
+    def database_option(p: argparse.ArgumentParser, default: object = None) -> None:
         p.add_argument(
             "--database",
             type=Path,
+            default=default,
             help="the published warehouse file (default: USERCOUNTS_DATABASE, else the "
             "project's data/warehouse.duckdb)",
         )
@@ -235,6 +269,28 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_argument("--plan", required=True, help="the plan_id")
     database_option(notify)
     notify.set_defaults(func=cmd_notify_at_80)
+
+    notifications = sub.add_parser(
+        "notifications",
+        help="the owed notifications (pending or failed); cancel one",
+        usage="usercounts notifications [--plan PLAN] [--all] [--database DATABASE]\n"
+        "       usercounts notifications cancel ID [--database DATABASE]",
+    )
+    notifications.add_argument("--plan", help="only this plan_id")
+    notifications.add_argument(
+        "--all", action="store_true", help="every notification decided, not only the owed ones"
+    )
+    database_option(notifications)
+    notifications.set_defaults(func=cmd_notifications, action=None)
+    actions = notifications.add_subparsers(dest="action", title="actions", metavar="ACTION")
+    cancel_parser = actions.add_parser(
+        "cancel", help="stop retrying an owed notification for good (no run may be going)"
+    )
+    cancel_parser.add_argument(
+        "notification_id", help="its id, or the first 6 or more characters of it"
+    )
+    # SUPPRESS: a --database given before `cancel` is not reset by this parser's default
+    database_option(cancel_parser, default=argparse.SUPPRESS)
 
     export = sub.add_parser("export", help="the users export of a plan (CSV, expires in 24 h)")
     which = export.add_mutually_exclusive_group(required=True)

@@ -35,10 +35,17 @@ from usercounts.config import Settings
 from usercounts.export import REFUSED_PLAN_TYPES
 from usercounts.figures import percent
 from usercounts.mail import DeliveryError, RecipientsRefused, deliver, to_addresses
-from usercounts.state import connect_state, copy_state_into
+from usercounts.state import (
+    FAILED,
+    PENDING,
+    SENT,
+    SHOWN_ID_CHARS,
+    UNDELIVERABLE,
+    UNSENT,
+    connect_state,
+    copy_state_into,
+)
 
-PENDING, FAILED, SENT, UNDELIVERABLE = "pending", "failed", "sent", "undeliverable"
-UNSENT = (PENDING, FAILED)
 # How many of the least active users a message lists; the export has them all.
 INACTIVE_LISTED = 10
 
@@ -564,15 +571,16 @@ def read_report(settings: Settings, since: datetime) -> NotifyReport:
                 f"as of {as_of} recorded as undeliverable"
             )
         unsent = state.execute(
-            "select plan_id, kind, as_of_date, attempts, last_error from notification_log "
-            "where status in (?, ?) order by all",
-            list(UNSENT),
+            "select plan_id, kind, as_of_date, attempts, last_error, left(notification_id, ?) "
+            "from notification_log where status in (?, ?) order by all",
+            [SHOWN_ID_CHARS, *UNSENT],
         ).fetchall()
     report.unsent = len(unsent)
-    for plan_id, kind, as_of, attempts, error in unsent:
+    for plan_id, kind, as_of, attempts, error, shown_id in unsent:
         report.warnings.append(
             f"{kind} notification for plan {plan_id} as of {as_of} not delivered after "
-            f"{attempts} attempt(s) ({error}); the next run retries it"
+            f"{attempts} attempt(s) ({error}); the next run retries it "
+            f"(to give it up: usercounts notifications cancel {shown_id})"
         )
     return report
 

@@ -15,6 +15,21 @@ from pathlib import Path
 
 import duckdb
 
+# A notification_log row's status. Pending and failed rows are owed: every run retries them,
+# and they block a new notice of the same plan and kind. Cancelled is set by the operator
+# (`usercounts notifications cancel`) and counts as sent.
+PENDING, FAILED, SENT, UNDELIVERABLE, CANCELLED = (
+    "pending",
+    "failed",
+    "sent",
+    "undeliverable",
+    "cancelled",
+)
+UNSENT = (PENDING, FAILED)
+# A notification id is an md5 in hex; a shorter prefix names it when only one id starts so.
+# Lists show SHOWN_ID_CHARS of it.
+MIN_ID_PREFIX, SHOWN_ID_CHARS = 6, 12
+
 STATE_DDL = (
     """
     create table if not exists plan_settings (
@@ -133,6 +148,51 @@ def set_notify_at_80(path: Path, plan_id: str, enabled: bool) -> None:
             "insert or replace into plan_settings values (?, ?, now()::timestamp)",
             [plan_id, enabled],
         )
+
+
+class NotificationNotFound(LookupError):
+    """No notification, or more than one, matches the id given."""
+
+
+def cancel_notification(path: Path, id_prefix: str) -> tuple[tuple, bool]:
+    """Stop retrying an owed notification for good: mark it cancelled.
+
+    Returns the row (id, plan, kind, as-of date, status before, attempts, delivered_to)
+    and whether it changed; a row already cancelled is left as it is. Raises
+    NotificationNotFound for an unknown or ambiguous id and ValueError for a row that is
+    not owed (sent or undeliverable: there is nothing to stop).
+    """
+    wanted = id_prefix.strip().lower()
+    if len(wanted) < MIN_ID_PREFIX:
+        raise NotificationNotFound(
+            f"give at least {MIN_ID_PREFIX} characters of the notification id (got {id_prefix!r})"
+        )
+    with connect_state(path) as con:
+        rows = con.execute(
+            "select notification_id, plan_id, kind, as_of_date, status, attempts, delivered_to "
+            "from notification_log where starts_with(notification_id, ?) order by 1",
+            [wanted],
+        ).fetchall()
+        if not rows:
+            raise NotificationNotFound(f"no notification {id_prefix!r} in {path}")
+        if len(rows) > 1:
+            raise NotificationNotFound(
+                f"{len(rows)} notifications start with {id_prefix!r}: give more of the id"
+            )
+        row = rows[0]
+        status = row[4]
+        if status == CANCELLED:
+            return row, False
+        if status not in UNSENT:
+            raise ValueError(
+                f"notification {row[0]} ({row[2]} for plan {row[1]} as of {row[3]}) is "
+                f"{status}: only pending or failed ones can be cancelled"
+            )
+        con.execute(
+            "update notification_log set status = ? where notification_id = ?",
+            [CANCELLED, row[0]],
+        )
+        return row, True
 
 
 def record_run(path: Path, row: list[object]) -> None:

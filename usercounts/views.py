@@ -1,4 +1,5 @@
-"""Terminal views over the published warehouse (read-only, so they work during a run)."""
+"""Terminal views over the published warehouse (read-only, so they work during a run), and
+over the state file's notification log."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import sys
 from pathlib import Path
 
 import duckdb
+
+from usercounts.state import SHOWN_ID_CHARS, UNSENT, connect_state
 
 
 def open_published(path: Path) -> duckdb.DuckDBPyConnection:
@@ -71,4 +74,42 @@ def print_counts(published: Path, plan_id: str | None, months: int = 12) -> int:
             )
             print()
         print("* month of the as-of date: not complete")
+    return 0
+
+
+def print_notifications(state_path: Path, plan_id: str | None, everything: bool) -> int:
+    """The notification log, newest first: the owed rows (pending, failed), or every row.
+
+    Read from the state file, not the published copy (marts.notifications), so that a
+    delivery or a cancellation since the last run shows at once.
+    """
+    if not state_path.exists():
+        print(f"usercounts: no notifications yet ({state_path} does not exist)")
+        return 0
+    with connect_state(state_path, read_only=True) as con:
+        rows = con.execute(
+            """
+            select
+                left(notification_id, $4),
+                org_id, plan_id, kind, as_of_date, status, attempts,
+                coalesce(last_error, '')
+            from notification_log
+            where ($1 or status in (select unnest($2)))
+                and ($3 is null or plan_id = $3)
+            order by as_of_date desc, decided_at desc, notification_id
+            """,
+            [everything, list(UNSENT), plan_id, SHOWN_ID_CHARS],
+        ).fetchall()
+    which = "notifications" if everything else "owed notifications (pending or failed)"
+    where = f" for plan {plan_id}" if plan_id else ""
+    if not rows:
+        print(f"usercounts: no {which}{where}")
+        return 0
+    headers = ["id", "org", "plan", "kind", "as of", "status", "attempts", "last error"]
+    print(format_table(headers, [tuple(r) for r in rows], right={6}))
+    if not everything:
+        print(
+            f"\n{len(rows)} owed{where}: every run retries them, and each blocks its plan's "
+            "next notice of that kind.\nTo stop one for good: usercounts notifications cancel ID"
+        )
     return 0
