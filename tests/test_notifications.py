@@ -55,7 +55,7 @@ from conftest import (
     smtp_server,
 )
 
-from usercounts import notify, pipeline, workdb
+from usercounts import cli, notify, pipeline, workdb
 from usercounts.config import Settings
 from usercounts.lock import run_lock
 from usercounts.mail import DeliveryError, deliver
@@ -541,8 +541,9 @@ def test_failed_sends_are_recorded_retried_and_delivered_once(
         assert (status, attempts, sent_at) == ("failed", 1, None)
         assert error.startswith("temporary: SMTP 127.0.0.1:") and "refused" in error.lower()
     assert any("not delivered after 1 attempt(s)" in w for w in report.warnings)
-    for i in first_ids:  # each names the command that gives it up, with the id it takes
-        assert sum(f"usercounts notifications cancel {i[:12]})" in w for w in report.warnings) == 1
+    for i in first_ids:  # each names the command that gives it up, with what it takes
+        hint = f"usercounts notifications cancel {i[:12]} --database {refused.published_path})"
+        assert sum(hint in w for w in report.warnings) == 1
     published = log_rows(refused)
     assert {r["status"] for i, r in published.items() if i in first_ids} == {"failed"}
 
@@ -764,6 +765,41 @@ def test_cancel_needs_an_id_prefix_that_names_one_row(tmp_path: Path) -> None:
     with duckdb.connect(str(settings.state_path), read_only=True) as con:
         statuses = con.execute("select status from notification_log order by 1").fetchall()
     assert statuses == [("cancelled",), ("pending",)]
+
+
+def test_cancel_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """What the tool says, and that a folder with no state file is left as it was."""
+    missing = tmp_path / "nothing-here" / "w.duckdb"
+    assert cli.main(["notifications", "cancel", "abcdef", "--database", str(missing)]) == 1
+    assert cli.main(["notifications", "--database", str(missing)]) == 0
+    assert not missing.parent.exists()
+    assert "no notifications yet" in capsys.readouterr().err
+
+    settings = Settings(database=tmp_path / "w.duckdb")
+    database = ["--database", str(settings.published_path)]
+    facts = notify.PlanFacts(admins={"O": ["a@b.example"]}, month_ends={}, least_active={})
+    row, _ = notify.intent_for(settings, OUTBOX_FACTS, facts)
+    notify.record_intents(settings, [{**row, "notification_id": i} for i in ("a" * 32, "b" * 32)])
+    with duckdb.connect(str(settings.state_path)) as con:
+        con.execute(
+            "update notification_log set status = 'failed', attempts = 2, "
+            "delivered_to = 'a@b.example' where notification_id = ?",
+            ["b" * 32],
+        )
+    assert cli.main(["notifications", "cancel", "aaaaaa", *database]) == 0
+    said = f"for plan P 1 as of 2026-03-01 ({'a' * 32}), never attempted; delivered to nobody."
+    assert said in capsys.readouterr().out
+    assert cli.main(["notifications", *database, "cancel", "bbbbbb"]) == 0
+    assert "failed after 2 attempt(s); delivered to a@b.example only." in capsys.readouterr().out
+    assert cli.main(["notifications", "--plan", "P 1", "cancel", "aaaaaa", *database]) == 2
+    assert "cancel takes an id only" in capsys.readouterr().err
+    assert cli.main(["notifications", "--all", *database]) == 0
+    assert capsys.readouterr().out.count("cancelled") == 2
+    with pytest.raises(SystemExit):
+        cli.main(["notifications", "cancel", "--help"])
+    assert capsys.readouterr().out.startswith(
+        "usage: usercounts notifications cancel [-h] [--database DATABASE] ID\n"
+    )
 
 
 def other_process_reads_log(path: Path) -> list[tuple[str, str, int]] | None:

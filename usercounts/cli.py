@@ -136,30 +136,46 @@ def cmd_notify_at_80(args: argparse.Namespace) -> int:
 def cmd_notifications(args: argparse.Namespace) -> int:
     from usercounts.views import print_notifications
 
-    if args.action == "cancel":
-        return cancel(args)
     return print_notifications(_settings(args).state_path, args.plan, args.all)
 
 
-def cancel(args: argparse.Namespace) -> int:
-    from usercounts.state import NotificationNotFound, cancel_notification
+def cmd_notifications_cancel(args: argparse.Namespace) -> int:
+    from usercounts.state import (
+        NotificationNotFound,
+        NotificationNotOwed,
+        cancel_notification,
+        id_prefix,
+    )
 
+    if args.plan or args.all:
+        print("usercounts: error: cancel takes an id only, not --plan or --all", file=sys.stderr)
+        return 2
     settings = _settings(args)
-    # a run's notify step may be retrying this very row: wait for no run, not a race
-    with run_lock(settings.lock_path):
-        try:
-            row, changed = cancel_notification(settings.state_path, args.notification_id)
-        except (NotificationNotFound, ValueError) as exc:
-            print(f"usercounts: error: {exc}", file=sys.stderr)
-            return 1
-    notification_id, plan_id, kind, as_of, status, attempts, delivered_to = row
-    what = f"{kind} notification for plan {plan_id} as of {as_of} ({notification_id})"
+    try:
+        if not settings.state_path.exists():  # say so, without creating the folder and files
+            raise NotificationNotFound(
+                f"no notifications yet ({settings.state_path} does not exist)"
+            )
+        prefix = id_prefix(args.notification_id)
+        # a run's notify step may be retrying this very row: wait for no run, not a race
+        with run_lock(settings.lock_path):
+            row, changed = cancel_notification(settings.state_path, prefix)
+    except (NotificationNotFound, NotificationNotOwed) as exc:
+        print(f"usercounts: error: {exc}", file=sys.stderr)
+        return 1
+    what = f"{row.kind} notification for plan {row.plan_id} as of {row.as_of_date}"
+    what += f" ({row.notification_id})"
     if not changed:
         print(f"usercounts: the {what} was already cancelled")
         return 0
+    was = f"{row.status} after {row.attempts} attempt(s)" if row.attempts else "never attempted"
     print(
-        f"usercounts: cancelled the {what}, {status} after {attempts} attempt(s); "
-        + (f"delivered to {delivered_to} only. " if delivered_to else "delivered to nobody. ")
+        f"usercounts: cancelled the {what}, {was}; "
+        + (
+            f"delivered to {row.delivered_to} only. "
+            if row.delivered_to
+            else "delivered to nobody. "
+        )
         + "No run retries it, and it counts as sent for the 30-day and limit rules "
         "(marts.notifications shows it from the next run on)"
     )
@@ -281,16 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="every notification decided, not only the owed ones"
     )
     database_option(notifications)
-    notifications.set_defaults(func=cmd_notifications, action=None)
-    actions = notifications.add_subparsers(dest="action", title="actions", metavar="ACTION")
-    cancel_parser = actions.add_parser(
+    notifications.set_defaults(func=cmd_notifications)
+    actions = notifications.add_subparsers(
+        title="actions", metavar="ACTION", prog="usercounts notifications"
+    )
+    cancel = actions.add_parser(
         "cancel", help="stop retrying an owed notification for good (no run may be going)"
     )
-    cancel_parser.add_argument(
-        "notification_id", help="its id, or the first 6 or more characters of it"
+    cancel.add_argument(
+        "notification_id", metavar="ID", help="its id, or the first 6 or more characters of it"
     )
     # SUPPRESS: a --database given before `cancel` is not reset by this parser's default
-    database_option(cancel_parser, default=argparse.SUPPRESS)
+    database_option(cancel, default=argparse.SUPPRESS)
+    cancel.set_defaults(func=cmd_notifications_cancel)
 
     export = sub.add_parser("export", help="the users export of a plan (CSV, expires in 24 h)")
     which = export.add_mutually_exclusive_group(required=True)

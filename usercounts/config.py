@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -95,6 +96,13 @@ class Settings(BaseSettings):
     def published_path(self) -> Path:
         """The published warehouse file."""
         return self.database or self.data_dir / "warehouse.duckdb"
+
+    def database_option(self) -> str:
+        """` --database FILE` for a command line that must reach this warehouse, or "" when
+        it is the commands' default (as USERCOUNTS_DATABASE may be unset where it is typed)."""
+        if self.published_path == PROJECT_ROOT / "data" / "warehouse.duckdb":
+            return ""
+        return f" --database {shlex.quote(str(self.published_path))}"
 
     @property
     def home(self) -> Path:

@@ -580,7 +580,8 @@ def read_report(settings: Settings, since: datetime) -> NotifyReport:
         report.warnings.append(
             f"{kind} notification for plan {plan_id} as of {as_of} not delivered after "
             f"{attempts} attempt(s) ({error}); the next run retries it "
-            f"(to give it up: usercounts notifications cancel {shown_id})"
+            f"(to give it up: usercounts notifications cancel {shown_id}"
+            f"{settings.database_option()})"
         )
     return report
 

@@ -11,7 +11,9 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 
@@ -154,43 +156,65 @@ class NotificationNotFound(LookupError):
     """No notification, or more than one, matches the id given."""
 
 
-def cancel_notification(path: Path, id_prefix: str) -> tuple[tuple, bool]:
+class NotificationNotOwed(ValueError):
+    """The notification is sent or undeliverable: there is nothing to cancel."""
+
+
+class LoggedNotification(NamedTuple):
+    notification_id: str
+    plan_id: str
+    kind: str
+    as_of_date: date
+    status: str
+    attempts: int
+    delivered_to: str | None
+
+
+def id_prefix(text: str) -> str:
+    """A notification id, or the start of one, as the log stores it (lowercase hex)."""
+    prefix = text.strip().lower()
+    if len(prefix) < MIN_ID_PREFIX:
+        raise NotificationNotFound(
+            f"give at least {MIN_ID_PREFIX} characters of the notification id (got {text!r})"
+        )
+    return prefix
+
+
+def cancel_notification(path: Path, id_or_prefix: str) -> tuple[LoggedNotification, bool]:
     """Stop retrying an owed notification for good: mark it cancelled.
 
-    Returns the row (id, plan, kind, as-of date, status before, attempts, delivered_to)
-    and whether it changed; a row already cancelled is left as it is. Raises
-    NotificationNotFound for an unknown or ambiguous id and ValueError for a row that is
-    not owed (sent or undeliverable: there is nothing to stop).
+    Returns the row as it was and whether it changed (a row already cancelled is left as it
+    is). Raises NotificationNotFound for an unknown or ambiguous id, NotificationNotOwed for
+    a row that is sent or undeliverable.
     """
-    wanted = id_prefix.strip().lower()
-    if len(wanted) < MIN_ID_PREFIX:
-        raise NotificationNotFound(
-            f"give at least {MIN_ID_PREFIX} characters of the notification id (got {id_prefix!r})"
-        )
+    prefix = id_prefix(id_or_prefix)
     with connect_state(path) as con:
-        rows = con.execute(
-            "select notification_id, plan_id, kind, as_of_date, status, attempts, delivered_to "
-            "from notification_log where starts_with(notification_id, ?) order by 1",
-            [wanted],
-        ).fetchall()
+        rows = [
+            LoggedNotification(*row)
+            for row in con.execute(
+                "select notification_id, plan_id, kind, as_of_date, status, attempts, "
+                "delivered_to from notification_log "
+                "where starts_with(lower(notification_id), ?) order by 1",
+                [prefix],
+            ).fetchall()
+        ]
         if not rows:
-            raise NotificationNotFound(f"no notification {id_prefix!r} in {path}")
+            raise NotificationNotFound(f"no notification {id_or_prefix!r} in {path}")
         if len(rows) > 1:
             raise NotificationNotFound(
-                f"{len(rows)} notifications start with {id_prefix!r}: give more of the id"
+                f"{len(rows)} notifications start with {id_or_prefix!r}: give more of the id"
             )
-        row = rows[0]
-        status = row[4]
-        if status == CANCELLED:
+        (row,) = rows
+        if row.status == CANCELLED:
             return row, False
-        if status not in UNSENT:
-            raise ValueError(
-                f"notification {row[0]} ({row[2]} for plan {row[1]} as of {row[3]}) is "
-                f"{status}: only pending or failed ones can be cancelled"
+        if row.status not in UNSENT:
+            raise NotificationNotOwed(
+                f"notification {row.notification_id} ({row.kind} for plan {row.plan_id} as of "
+                f"{row.as_of_date}) is {row.status}: only pending or failed ones can be cancelled"
             )
         con.execute(
             "update notification_log set status = ? where notification_id = ?",
-            [CANCELLED, row[0]],
+            [CANCELLED, row.notification_id],
         )
         return row, True
 
