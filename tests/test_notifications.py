@@ -782,9 +782,9 @@ def test_cancel_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     notify.record_intents(settings, [{**row, "notification_id": i} for i in ("a" * 32, "b" * 32)])
     with duckdb.connect(str(settings.state_path)) as con:
         con.execute(
-            "update notification_log set status = 'failed', attempts = 2, "
+            "update notification_log set status = 'failed', attempts = 2, last_error = ?, "
             "delivered_to = 'a@b.example' where notification_id = ?",
-            ["b" * 32],
+            ["permanent: SMTP 550 5.1.1 <c@b.example>:\r\n  no such user", "b" * 32],
         )
     assert cli.main(["notifications", "cancel", "aaaaaa", *database]) == 0
     said = f"for plan P 1 as of 2026-03-01 ({'a' * 32}), never attempted; delivered to nobody."
@@ -794,7 +794,9 @@ def test_cancel_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert cli.main(["notifications", "--plan", "P 1", "cancel", "aaaaaa", *database]) == 2
     assert "cancel takes an id only" in capsys.readouterr().err
     assert cli.main(["notifications", "--all", *database]) == 0
-    assert capsys.readouterr().out.count("cancelled") == 2
+    listed = capsys.readouterr().out
+    assert listed.count("cancelled") == 2  # and a multi-line error keeps its row one line
+    assert "cancelled         2  permanent: SMTP 550 5.1.1 <c@b.example>: no such user\n" in listed
     with pytest.raises(SystemExit):
         cli.main(["notifications", "cancel", "--help"])
     assert capsys.readouterr().out.startswith(

@@ -92,7 +92,7 @@ def print_notifications(state_path: Path, plan_id: str | None, everything: bool)
             select
                 left(notification_id, $4),
                 org_id, plan_id, kind, as_of_date, status, attempts,
-                coalesce(last_error, '')
+                regexp_replace(coalesce(last_error, ''), '\\s+', ' ', 'g')  -- one line a row
             from notification_log
             where ($1 or status in (select unnest($2)))
                 and ($3 is null or plan_id = $3)
