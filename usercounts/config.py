@@ -100,7 +100,8 @@ class Settings(BaseSettings):
     def database_option(self) -> str:
         """` --database FILE` for a command line that must reach this warehouse, or "" when
         it is the commands' default (as USERCOUNTS_DATABASE may be unset where it is typed)."""
-        if self.published_path == PROJECT_ROOT / "data" / "warehouse.duckdb":
+        # model_construct: the fields' defaults, without reading the environment
+        if self.published_path == type(self).model_construct().published_path:
             return ""
         return f" --database {shlex.quote(str(self.published_path))}"
 
