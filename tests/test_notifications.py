@@ -735,13 +735,21 @@ def test_recipients_refused_get_the_retry_and_the_others_nothing_twice(
     assert handler.take() == []
 
 
-def test_a_state_file_of_an_older_version_gains_delivered_to(tmp_path: Path) -> None:
-    """A state file written before `delivered_to` existed: delivering its unsent row adds
-    the column (deliver_unsent may be the first to open the file in this version)."""
+def pending_in_a_state_file(tmp_path: Path, ids: list[str] | None = None) -> Settings:
+    """Settings whose state file logs OUTBOX_FACTS's notification as pending (to one admin),
+    once under each id given, or under its own id."""
     settings = Settings(database=tmp_path / "w.duckdb")
     facts = notify.PlanFacts(admins={"O": ["a@b.example"]}, month_ends={}, least_active={})
     row, _ = notify.intent_for(settings, OUTBOX_FACTS, facts)
-    notify.record_intents(settings, [row])
+    rows = [{**row, "notification_id": i} for i in ids] if ids else [row]
+    notify.record_intents(settings, rows)
+    return settings
+
+
+def test_a_state_file_of_an_older_version_gains_delivered_to(tmp_path: Path) -> None:
+    """A state file written before `delivered_to` existed: delivering its unsent row adds
+    the column (deliver_unsent may be the first to open the file in this version)."""
+    settings = pending_in_a_state_file(tmp_path)
     with duckdb.connect(str(settings.state_path)) as con:
         con.execute("alter table notification_log drop column delivered_to")
     assert notify.deliver_unsent(settings) == 1
@@ -751,17 +759,14 @@ def test_a_state_file_of_an_older_version_gains_delivered_to(tmp_path: Path) -> 
 
 
 def test_cancel_needs_an_id_prefix_that_names_one_row(tmp_path: Path) -> None:
-    settings = Settings(database=tmp_path / "w.duckdb")
-    facts = notify.PlanFacts(admins={"O": ["a@b.example"]}, month_ends={}, least_active={})
-    row, _ = notify.intent_for(settings, OUTBOX_FACTS, facts)
     ids = ["abcdef" + "0" * 26, "abcdef" + "1" * 26]
-    notify.record_intents(settings, [{**row, "notification_id": i} for i in ids])
+    settings = pending_in_a_state_file(tmp_path, ids)
     with pytest.raises(NotificationNotFound, match="2 notifications start with 'abcdef'"):
         cancel_notification(settings.state_path, "abcdef")
     with pytest.raises(NotificationNotFound, match="at least 6 characters"):
         cancel_notification(settings.state_path, "abcde")
     cancelled, changed = cancel_notification(settings.state_path, " ABCDEF1 ")
-    assert (cancelled[0], cancelled[4], changed) == (ids[1], "pending", True)
+    assert (cancelled.notification_id, cancelled.status, changed) == (ids[1], "pending", True)
     with duckdb.connect(str(settings.state_path), read_only=True) as con:
         statuses = con.execute("select status from notification_log order by 1").fetchall()
     assert statuses == [("cancelled",), ("pending",)]
@@ -775,11 +780,8 @@ def test_cancel_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert not missing.parent.exists()
     assert "no notifications yet" in capsys.readouterr().err
 
-    settings = Settings(database=tmp_path / "w.duckdb")
+    settings = pending_in_a_state_file(tmp_path, ["a" * 32, "b" * 32])
     database = ["--database", str(settings.published_path)]
-    facts = notify.PlanFacts(admins={"O": ["a@b.example"]}, month_ends={}, least_active={})
-    row, _ = notify.intent_for(settings, OUTBOX_FACTS, facts)
-    notify.record_intents(settings, [{**row, "notification_id": i} for i in ("a" * 32, "b" * 32)])
     with duckdb.connect(str(settings.state_path)) as con:
         con.execute(
             "update notification_log set status = 'failed', attempts = 2, last_error = ?, "
