@@ -42,10 +42,12 @@ def write_scenario(landing: Landing) -> None:
         for p in [
             "P_DUP", "P_ORD", "P_SAME", "P_IG", "P_IR", "P_RWA", "P_GWA", "P_IWA",
             "P_TWO", "P_X1", "P_X2", "P_OFF", "P_MID", "P_AFTER", "P_LATE", "P_BAD",
-            "P_PQ", "P_BILL",
+            "P_PQ", "P_BILL", "P_REGRANT", "P_WIN_A", "P_WIN_B",
         ]
     ]  # fmt: skip
     plans += [plan(p, 5) for p in THRESHOLD_PLANS]
+    # Its only version dates from after its first events: it is in force before it, too.
+    plans.append(plan("P_EARLY", 4, updated_at="2025-03-01T00:00:00Z"))
     # a whole number as a double reads, padded with a tab; a blank name reads as the plan_id
     plans.append(plan("P_MON", " 5.0\t", billing_cycle="monthly", plan_name="  "))
     # Tier change mid-history: 10, then 25 from 2025-03-15 12:00, then 50 from 2025-05-01 00:00.
@@ -80,6 +82,9 @@ def write_scenario(landing: Landing) -> None:
         {"instance_id": "I_TWO_A", "plan_id": "P_TWO", "instance_name": "two a"},
         {"instance_id": "I_TWO_B", "plan_id": "P_TWO", "instance_name": "two b"},
         {"instance_id": "", "plan_id": "P_TWO", "instance_name": "no id"},
+        # Within one file the later row wins: I_WIN is P_WIN_B's.
+        {"instance_id": "I_WIN", "plan_id": "P_WIN_A", "instance_name": "win"},
+        {"instance_id": "I_WIN", "plan_id": "P_WIN_B", "instance_name": "win"},
     ]
     landing.write("instances", instances, name="instances_001.csv")
     # Declared only in a later file than its events.
@@ -99,6 +104,11 @@ def write_scenario(landing: Landing) -> None:
             {"user_id": "bad1", "email": "q@x.test", "account_type": "robot"},
             {"user_id": "bad2", "email": "q@x.test", "account_type": "atlassian",
              "is_billable": "maybe"},
+            # Within one file the later row wins: twice is non-billable.
+            {"user_id": "twice", "email": "t@x.test", "account_type": "atlassian",
+             "is_billable": "true"},
+            {"user_id": "twice", "email": "t@x.test", "account_type": "atlassian",
+             "is_billable": "false"},
         ],
         name="users_001.csv",
     )  # fmt: skip
@@ -195,6 +205,16 @@ def write_scenario(landing: Landing) -> None:
         ev("B4", "2025-01-10T00:00:00Z", "I_BILL", "zz", "invite"),
         # A monthly plan at 80% of tier 5 (4 users).
         *[ev(f"MO{i}", "2025-01-10T00:00:00Z", "I_MON", f"u{i}", "grant") for i in range(4)],
+        # A revoke and a re-grant at the same instant (RG2 then RG3, by event_id) leave no
+        # instant without access: access_since stays 2025-01-10.
+        ev("RG1", "2025-01-10T00:00:00Z", "I_REGRANT", "u1", "grant"),
+        ev("RG2", "2025-03-01T10:00:00Z", "I_REGRANT", "u1", "revoke"),
+        ev("RG3", "2025-03-01T10:00:00Z", "I_REGRANT", "u1", "grant"),
+        # Four users before P_EARLY's only version (tier 4, from 2025-03-01).
+        *[ev(f"EA{i}", "2025-01-10T00:00:00Z", "I_EARLY", f"u{i}", "grant") for i in range(4)],
+        # On the instance the same file moved to P_WIN_B, by the user the file made
+        # non-billable.
+        ev("W1", "2025-01-10T00:00:00Z", "I_WIN", "twice", "grant"),
         # CSV part of the mixed-format source (the Parquet file adds two more users).
         ev("PQ3", "2025-03-10T00:00:00Z", "I_PQ", "u3", "grant"),
     ]
@@ -387,6 +407,22 @@ def test_one_user_on_two_instances_is_counted_once(warehouse: Path) -> None:
     ]
 
 
+def test_same_instant_revoke_and_grant_keep_access_since(warehouse: Path) -> None:
+    # DECISIONLOG: no measurement instant without access, so the access is unbroken.
+    assert query(
+        warehouse,
+        "select user_id, access_status, access_since from marts.user_last_seen "
+        "where plan_id = 'P_REGRANT'",
+    ) == [("u1", "active", datetime(2025, 1, 10))]
+    # never seen: inactive since access_since, 2025-01-10 -> 2025-06-30 = 171 days
+    assert query(
+        warehouse,
+        "select user_id, access_since, days_inactive from marts.inactive_user_candidates "
+        "where plan_id = 'P_REGRANT'",
+    ) == [("u1", datetime(2025, 1, 10), 171)]
+    assert closings(warehouse, "P_REGRANT")["2025-03"] == (1, 1, 0, 0, 0)
+
+
 def test_one_user_in_two_plans_is_counted_in_each(warehouse: Path) -> None:
     assert current(warehouse, "P_X1")["user_count"] == 1
     assert current(warehouse, "P_X2")["user_count"] == 1
@@ -467,6 +503,22 @@ def test_tier_in_force_follows_plan_versions(warehouse: Path) -> None:
     assert query(
         warehouse, "select instance_name from marts.plan_instances where plan_id = 'P_MON'"
     ) == [("I_MON",)]
+
+
+def test_before_its_first_version_a_plan_has_that_version(warehouse: Path) -> None:
+    # granted 2025-01-10, the only version (tier 4) from 2025-03-01
+    assert daily(warehouse, "P_EARLY", "2025-01-10") == (4, 0, 4)
+    assert closings(warehouse, "P_EARLY")["2025-01"] == (4, None, 4, 0, 0)
+    assert current(warehouse, "P_EARLY")["threshold_status"] == "at_limit"
+
+
+def test_within_one_file_the_later_row_wins(warehouse: Path) -> None:
+    moved_to = current(warehouse, "P_WIN_B")
+    assert (moved_to["user_count"], moved_to["billable_count"]) == (1, 0)
+    assert current(warehouse, "P_WIN_A")["user_count"] == 0
+    assert query(
+        warehouse, "select plan_id from marts.plan_instances where instance_id = 'I_WIN'"
+    ) == [("P_WIN_B",)]
 
 
 def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> None:

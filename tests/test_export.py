@@ -606,6 +606,7 @@ def test_inactive_command(warehouse: Settings) -> None:
     assert lines[0] == "Plan B12 (B12, org O2): 12 of 10 users, over_limit, as of 2024-06-30"
     assert lines[1] == "  must go: 5 to be under 80% of the tier, 2 to be at most the tier"
     assert lines[2] == "  inactive for 90 days or more: 5 users, most inactive first"
+    assert lines[3] == ""  # no note: the 5 listed are enough for both goals
     table = lines[lines.index("") + 3 :]
     assert [line.split()[:2] for line in table] == [
         ["1", "b12-06"],
@@ -623,5 +624,9 @@ def test_inactive_command(warehouse: Settings) -> None:
     assert done.stdout.rstrip().endswith("... and 5 more (--limit 0 shows all)")
     done = run_cli("inactive", "--plan", "B12", "--days", "365", "--database", database)
     assert "inactive for 365 days or more: 2 users" in done.stdout
+    # the 2 listed are enough to be at most the tier, not to be under 80%
+    assert [line for line in done.stdout.splitlines() if "note:" in line] == [
+        "  note: 5 must go to be under 80%, more than the inactive users listed"
+    ]
     done = run_cli("inactive", "--plan", "NOPE", "--database", database)
     assert done.returncode == 1 and "no plan 'NOPE'" in done.stderr
