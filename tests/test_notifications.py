@@ -624,6 +624,68 @@ def test_failed_sends_are_recorded_retried_and_delivered_once(
     assert handler.take() == []
 
 
+def test_an_episode_from_the_first_day_and_a_cancelled_row_block_the_next_night(
+    tmp_path: Path, smtp: Controller
+) -> None:
+    """Two rules the story does not reach. F is at its limit from its first event day (1 Mar):
+    the day before, it had no users, so its episode began then, and 2 Mar is the same
+    episode. G's tier_80 of 1 Mar is refused, then cancelled: a cancelled row counts like a
+    sent one, so 2 Mar (1 day later, not 30) decides nothing for G either."""
+    landing = Landing(tmp_path / "landing")
+    landing.write(
+        "plans",
+        [
+            landing.plan("F", 2, org_id="FIRST", billing_cycle="monthly"),
+            landing.plan("G", 10, org_id="GIVE"),
+        ],
+    )
+    landing.write(
+        "instances", [{"instance_id": "IF", "plan_id": "F"}, {"instance_id": "IG", "plan_id": "G"}]
+    )
+    landing.write(
+        "org_admins",
+        [
+            {"org_id": "FIRST", "email": "f@first.example"},
+            {"org_id": "GIVE", "email": "g@give.example"},
+        ],
+    )
+    first_day = [("IF", f"F{n}", "2026-03-01T09:00:00Z") for n in (1, 2)]
+    earlier = [("IG", f"G{n}", "2026-02-01T09:00:00Z") for n in range(1, 9)]
+    landing.write(
+        "access_events",
+        [
+            {
+                "event_id": f"e{n}",
+                "occurred_at": at,
+                "instance_id": i,
+                "user_id": u,
+                "action": "grant",
+            }
+            for n, (i, u, at) in enumerate(first_day + earlier)
+        ],
+    )
+    settings = settings_for(tmp_path / "data", landing.root, **smtp_settings(smtp))
+    handler: Recorder = smtp.handler
+    handler.take()
+    handler.refuse = {"g@give.example": "550 5.1.1 no such user"}
+    try:
+        report = run_night(settings, D1)
+    finally:
+        handler.refuse = {}
+    assert sent_keys(handler.take()) == mids(D1, "F:limit")
+    assert report.counts() == {"decided": 2, "sent": 1, "unsent": 1}
+    cancelled, changed = cancel_notification(settings.state_path, nid("G", "tier_80", D1))
+    assert changed and cancelled.status == "failed"
+
+    report = run_night(settings, D1_NEXT)
+    assert report.counts() == {"decided": 0, "sent": 0, "unsent": 0}
+    assert handler.take() == []
+    assert {(r["plan_id"], r["kind"], r["status"]) for r in log_rows(settings).values()} == {
+        ("F", "tier_limit", "sent"),
+        ("G", "tier_80", "cancelled"),
+    }
+
+
 OUTBOX_FACTS: dict[str, Any] = {
     "notification_id": "n1",
     "message_id": "<n1@usercounts>",
