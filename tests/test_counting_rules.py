@@ -42,7 +42,7 @@ def write_scenario(landing: Landing) -> None:
         for p in [
             "P_DUP", "P_ORD", "P_SAME", "P_IG", "P_IR", "P_RWA", "P_GWA", "P_IWA",
             "P_TWO", "P_X1", "P_X2", "P_OFF", "P_MID", "P_AFTER", "P_LATE", "P_BAD",
-            "P_PQ", "P_BILL", "P_REGRANT", "P_WIN_A", "P_WIN_B",
+            "P_PQ", "P_BILL", "P_REGRANT", "P_WIN_A", "P_WIN_B", "P_MIX",
         ]
     ]  # fmt: skip
     plans += [plan(p, 5) for p in THRESHOLD_PLANS]
@@ -82,6 +82,7 @@ def write_scenario(landing: Landing) -> None:
         {"instance_id": "I_TWO_A", "plan_id": "P_TWO", "instance_name": "two a"},
         {"instance_id": "I_TWO_B", "plan_id": "P_TWO", "instance_name": "two b"},
         {"instance_id": "", "plan_id": "P_TWO", "instance_name": "no id"},
+        {"instance_id": "I_MIX_B", "plan_id": "P_MIX", "instance_name": "mix b"},
         # Within one file the later row wins: I_WIN is P_WIN_B's.
         {"instance_id": "I_WIN", "plan_id": "P_WIN_A", "instance_name": "win"},
         {"instance_id": "I_WIN", "plan_id": "P_WIN_B", "instance_name": "win"},
@@ -210,6 +211,9 @@ def write_scenario(landing: Landing) -> None:
         ev("RG1", "2025-01-10T00:00:00Z", "I_REGRANT", "u1", "grant"),
         ev("RG2", "2025-03-01T10:00:00Z", "I_REGRANT", "u1", "revoke"),
         ev("RG3", "2025-03-01T10:00:00Z", "I_REGRANT", "u1", "grant"),
+        # Active on one instance of the plan and invited on the other: active.
+        ev("MX1", "2025-01-10T00:00:00Z", "I_MIX", "u1", "grant"),
+        ev("MX2", "2025-01-12T00:00:00Z", "I_MIX_B", "u1", "invite"),
         # Four users before P_EARLY's only version (tier 4, from 2025-03-01).
         *[ev(f"EA{i}", "2025-01-10T00:00:00Z", "I_EARLY", f"u{i}", "grant") for i in range(4)],
         # On the instance the same file moved to P_WIN_B, by the user the file made
@@ -421,6 +425,16 @@ def test_same_instant_revoke_and_grant_keep_access_since(warehouse: Path) -> Non
         "where plan_id = 'P_REGRANT'",
     ) == [("u1", datetime(2025, 1, 10), 171)]
     assert closings(warehouse, "P_REGRANT")["2025-03"] == (1, 1, 0, 0, 0)
+
+
+def test_active_on_one_instance_and_invited_on_another_is_active(warehouse: Path) -> None:
+    row = current(warehouse, "P_MIX")
+    assert (row["user_count"], row["invited_count"]) == (1, 0)
+    assert query(
+        warehouse,
+        "select user_id, access_status, instances_with_access from marts.counted_users "
+        "where plan_id = 'P_MIX'",
+    ) == [("u1", "active", 2)]
 
 
 def test_one_user_in_two_plans_is_counted_in_each(warehouse: Path) -> None:
