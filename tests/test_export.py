@@ -79,6 +79,8 @@ def write_scenarios(landing: Landing) -> None:
             {"instance_id": "I2", "plan_id": "P1", "instance_name": "beta"},
             {"instance_id": "I3", "plan_id": "P1", "instance_name": 'gamma "eu"'},
             {"instance_id": "W1", "plan_id": "P2", "instance_name": "wiki"},
+            # its id sorts before W1, its name after "wiki": columns follow the name
+            {"instance_id": "W0", "plan_id": "P2", "instance_name": "wiki-archive"},
             {"instance_id": "G1", "plan_id": "PG", "instance_name": "guard"},
             {"instance_id": "M1", "plan_id": "PM", "instance_name": "tempo"},
             *[
@@ -284,6 +286,16 @@ def test_export_cells_per_scenario(settings: Settings) -> None:
     assert by_user["u7"]["User name"] == by_user["u7"]["email"] == ""
     assert by_user["u8"]["User name"] == "'=2+3"  # no formula for spreadsheets
     assert set(by_user) == {"u1", "u2", "u3", "u4", "u6", "u7", "u8"}  # not u5, not u9
+
+
+def test_instance_columns_follow_the_instance_names(settings: Settings) -> None:
+    [result], _ = export_plans(settings, ["P2"])
+    header, *rows = read_csv(result.path)
+    assert header[6:8] == [
+        "Last seen in Confluence - wiki",
+        "Last seen in Confluence - wiki-archive",
+    ]
+    assert [row[6:8] for row in rows] == [["29 Jun 2024", ""]]  # u1, on W1 only
 
 
 def test_unknown_product_key_shows_as_itself(settings: Settings) -> None:

@@ -543,12 +543,14 @@ def write_hostile_landing(landing: Landing) -> None:
     (events / "extra_header.csv").write_text(
         EVENTS_HEADER.replace("\n", ",note\n") + grant_line("h1", "n5").replace("\n", ",hi\n")
     )
-    # Parquet with the wrong types: integer ids, a real timestamp, a struct column.
+    # Parquet with the wrong types: integer ids, a real timestamp, a struct column; its row
+    # 3 (1-based, as the contract numbers Parquet rows) has an unknown action.
     with duckdb.connect() as con:
         con.sql(
             "select * from (values "
             "(1001, timestamptz '2025-03-01 10:00:00+00', 'I_N', 6, 'grant', {'a': 1}), "
-            "(1002, timestamptz '2025-03-02 10:00:00+00', 'I_N', 7, 'invite', {'a': 2})"
+            "(1002, timestamptz '2025-03-02 10:00:00+00', 'I_N', 7, 'invite', {'a': 2}), "
+            "(1003, timestamptz '2025-03-03 10:00:00+00', 'I_N', 8, 'promote', {'a': 3})"
             ") as t(event_id, occurred_at, instance_id, user_id, action, note)"
         ).write_parquet(str(events / "types.parquet"))
     # A hostile file name, a hostile event, and a bad row quarantined verbatim (line 4: the
@@ -700,6 +702,7 @@ def test_hostile_input_is_contained_good_rows_count_and_nothing_leaks(
         ("access_events/truncated.csv", 4): "",
         ("access_events/extra_columns.csv", 3): "TOO MANY COLUMNS",
         ("access_events/it's; drop.csv", 4): "unknown action: drop table x",
+        ("access_events/types.parquet", 3): "unknown action: promote",
     }
     assert set(quarantined) == set(expected), quarantined
     for key, reason in expected.items():
