@@ -528,6 +528,33 @@ def test_a_clean_landing_fails_no_expectation(baseline: dict[str, Any], tmp_path
     )
 
 
+def test_the_quarantined_share_may_reach_the_limit_and_counts_rejected_rows(
+    tmp_path: Path,
+) -> None:
+    """At most 5%: 11 of 220 access event rows quarantined (6 breaking a rule, 5 the reader
+    rejects) is 5.0% and passes; leaving the rejected rows out of the denominator (11 / 215)
+    or reading "at most" as "under" would fail it."""
+    landing = write_landing(tmp_path / "landing", warnings=False)
+    good = [event(f"EX{n}", "2024-03-05T09:00:00Z", "IA", f"u{n}", "grant") for n in (1, 2, 3)]
+    good.append(event("EX4", "2024-03-05T09:00:00Z", "IB", "b001", "grant"))
+    blank_user = [event(f"EY{n}", "2024-03-05T09:00:00Z", "IA", "", "grant") for n in range(6)]
+    landing.write("access_events", good + blank_user, name="access_events_02.csv")
+    too_many_columns = "".join(f"EZ{n},2024-03-05T09:00:00Z,IA,u1,grant,extra\n" for n in range(5))
+    (landing.root / "access_events" / "access_events_03.csv").write_text(
+        "event_id,occurred_at,instance_id,user_id,action\n" + too_many_columns
+    )
+    settings = settings_for(tmp_path / "home", landing.root)
+    summary = pipeline.RunSummary(as_of=AS_OF)
+    pipeline.load(settings)
+    pipeline.validate_raw(settings, summary)
+    [share] = [
+        c for c in summary.checks
+        if (c.suite, c.column) == ("raw_access_events", "quarantined_share")
+    ]  # fmt: skip
+    assert (share.success, share.unexpected_count, share.observed_value) == (True, 11, 0.05)
+    assert [c for c in summary.checks if not c.success and c.severity == "critical"] == []
+
+
 # ---------------------------------------------------------------- critical: marts
 
 CURRENT, DAILY = "plan_user_counts_current", "plan_user_counts_daily"
