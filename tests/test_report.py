@@ -30,7 +30,7 @@ from usercounts import gc_tuning
 from usercounts.config import PROJECT_ROOT
 from usercounts.figures import percent
 from usercounts.pipeline import RunSummary
-from usercounts.report import _signed
+from usercounts.report import _signed, projection
 
 AS_OF = date(2026, 11, 15)
 ARTIFACTS = PROJECT_ROOT / "data" / "ci-artifacts"
@@ -252,6 +252,25 @@ def test_report_figures_as_csv(flow_run: dict[str, Any], tmp_path: Path) -> None
     # rounded down to a tenth like the mart's count at renewal: 31 Dec is 46 days on,
     # 15 - 46 / 30.4375 = 13.49 -> 13.4
     assert [m["closing_balance"] for m in (months[-5], months[-1])] == ["13.4", "10.4"]
+
+
+def test_a_renewal_on_a_month_end_is_one_bar() -> None:
+    """Forecast bars are the month ends before the renewal date: a renewal on 31 January
+    is the renewal bar only, not a January forecast bar as well."""
+    forecast = {
+        "as_of_date": AS_OF,
+        "renewal_date": date(2027, 1, 31),
+        "user_count": 21,
+        "trend_users_per_month": 1.0,
+        "projected_user_count_at_renewal": 23.5,
+    }
+    # 31 Dec is 46 days on: 21 + 46 / 30.4375 = 22.51 -> 22.5
+    assert [
+        (p["kind"], p["month"], p["figure_date"], p["value"]) for p in projection(forecast)
+    ] == [
+        ("forecast", date(2026, 12, 1), date(2026, 12, 31), 22.5),
+        ("renewal", date(2027, 1, 1), date(2027, 1, 31), 23.5),
+    ]
 
 
 def test_a_trend_that_rounds_to_nothing_reads_zero() -> None:
