@@ -466,6 +466,39 @@ def test_a_run_stopped_during_dbt_still_builds_its_raw_checks_pages(site: Site) 
     assert_untouched(site, state)
 
 
+def test_a_mart_check_failing_in_a_real_run_publishes_nothing(
+    site: Site,
+) -> None:
+    """The flow checks the built marts before it notifies and publishes: a mart broken
+    after dbt (an invited count above its user count, edited in while the run is paused
+    before the marts checks) stops the run with the check's name, and the published
+    warehouse stays as it was (and the notification log and outbox, though none is due
+    here: the site's first run sent them)."""
+    state, outbox = site.state(), site.outbox()
+    run, marker = site.start(pause_at="validate marts")
+    paused(site, run, marker, "validate marts")
+    with workdb.connect(site.settings.work_path) as con:
+        con.execute(
+            "update marts.plan_user_counts_current set invited_count = user_count + 1 "
+            "where plan_id = 'P_80'"
+        )
+    marker.unlink()
+    assert run.wait(timeout=300) == 1
+    output = site.output(run)
+    assert "Traceback" not in output
+    assert (
+        output.strip()
+        .splitlines()[-1]
+        .startswith(
+            "usercounts: error: data quality check failed: suite plan_user_counts_current, "
+        )
+    ), output[-2000:]
+    assert 'expectation "invited_count <= user_count": 1 row' in output.strip().splitlines()[-1]
+    assert canonical_dump(site.database) == site.dump
+    assert site.state()["notification_log"] == state["notification_log"]
+    assert site.outbox() == outbox
+
+
 # ------------------------------------------------------ 5. hostile and broken input contained
 
 # Values that would break SQL built as text, or a CSV writer without quoting.
