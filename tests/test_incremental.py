@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -424,6 +426,65 @@ def test_a_new_file_sorting_before_loaded_ones_rebuilds(nights: dict) -> None:
         nights["settings"].published_path,
         "select user_count from marts.plan_user_counts_current where plan_id = 'P1'",
     ) == [(2,)]
+
+
+def test_another_landing_folder_rebuilds(nights: dict, tmp_path: Path) -> None:
+    settings = nights["settings"]
+    assert incremental.reload_reason(settings.work_path, settings.landing, False) is None
+    other = tmp_path / "landing"
+    shutil.copytree(settings.landing, other)  # the same names, sizes and mtimes
+    assert incremental.reload_reason(settings.work_path, other, False) == (
+        f"the landing folder changed (was {settings.landing.resolve()})"
+    )
+
+
+def changes_after(tmp_path: Path, landing: Landing, edit: Callable[[], None]) -> str | None:
+    """Load a landing folder into a new working database, edit the folder, and say why a
+    load could no longer add to what was loaded (None: it can)."""
+    with duckdb.connect(str(tmp_path / "work.duckdb")) as con:
+        load_landing(con, landing.root)
+        edit()
+        return landing_changes(con, landing_files(landing.root)[0])
+
+
+def user_row(user_id: str) -> list[dict[str, str]]:
+    return [{"user_id": user_id, "account_type": "atlassian"}]
+
+
+def test_a_loaded_file_that_is_gone_is_named(tmp_path: Path) -> None:
+    landing = Landing(tmp_path / "landing")
+    landing.write("users", user_row("u1"), name="u_1.csv")
+    landing.write("users", user_row("u2"), name="u_2.csv")
+    gone = changes_after(tmp_path, landing, (landing.root / "users" / "u_1.csv").unlink)
+    assert gone == "landing file users/u_1.csv was loaded before and is gone"
+
+
+def test_a_new_users_file_sorting_before_a_loaded_one_is_named(tmp_path: Path) -> None:
+    landing = Landing(tmp_path / "landing")
+    landing.write("users", user_row("u1"), name="u_1.csv")
+    landing.write("users", user_row("u2"), name="u_2.csv")
+    found = changes_after(
+        tmp_path, landing, lambda: landing.write("users", user_row("u1"), name="u_0.csv")
+    )
+    assert found == (
+        "new landing file users/u_0.csv sorts before users/u_2.csv, which is already loaded"
+    )
+
+
+def test_a_new_events_file_sorting_between_loaded_ones_is_named(tmp_path: Path) -> None:
+    """Before the last one loaded is enough: ev_2025-02 sorts after ev_2025-01."""
+    landing = Landing(tmp_path / "landing")
+    for month in ("01", "03"):
+        rows = [ev(f"e{month}", f"2025-{month}-05T09:00:00Z", "I1", "u1", "grant")]
+        landing.write("access_events", rows, name=f"ev_2025-{month}.csv")
+    late = [ev("e02", "2025-02-05T09:00:00Z", "I1", "u2", "grant")]
+    found = changes_after(
+        tmp_path, landing, lambda: landing.write("access_events", late, name="ev_2025-02.csv")
+    )
+    assert found == (
+        "new landing file access_events/ev_2025-02.csv sorts before "
+        "access_events/ev_2025-03.csv, which is already loaded"
+    )
 
 
 # A second landing folder for nights whose changes reach days already built: an instance
