@@ -704,6 +704,55 @@ OUTBOX_FACTS: dict[str, Any] = {
 }
 
 
+def test_a_tier_raised_then_lowered_again_starts_a_new_limit_episode(
+    tmp_path: Path, smtp: Controller
+) -> None:
+    """A day below the tier is below that day's tier. T has 10 users from 20 Feb at a tier
+    of 10: at its limit on 1 Mar. Its tier is 12 from 3 Mar 00:00 and 10 again from 6 Mar
+    00:00, so the days 2-4 Mar (each at its end) were below the tier: 11 Mar is a new
+    episode, though 10 users never fell below today's tier of 10."""
+    landing = Landing(tmp_path / "landing")
+    landing.write(
+        "plans",
+        [
+            landing.plan("T", tier, org_id="TIER", billing_cycle="monthly", updated_at=at)
+            for tier, at in (
+                (10, "2026-01-01T00:00:00Z"),
+                (12, "2026-03-03T00:00:00Z"),
+                (10, "2026-03-06T00:00:00Z"),
+            )
+        ],
+    )
+    landing.write("instances", [{"instance_id": "IT", "plan_id": "T"}])
+    landing.write("org_admins", [{"org_id": "TIER", "email": "t@tier.example"}])
+    landing.write(
+        "access_events",
+        [
+            {
+                "event_id": f"t{n}",
+                "occurred_at": "2026-02-20T09:00:00Z",
+                "instance_id": "IT",
+                "user_id": f"T{n}",
+                "action": "grant",
+            }
+            for n in range(1, 11)
+        ],
+    )
+    settings = settings_for(tmp_path / "data", landing.root, **smtp_settings(smtp))
+    handler: Recorder = smtp.handler
+    handler.take()
+    run_night(settings, D1)
+    assert sent_keys(handler.take()) == mids(D1, "T:limit")
+    run_night(settings, D2)
+    assert query(
+        settings.published_path,
+        "select day, user_count, user_tier from marts.plan_user_counts_daily "
+        "where plan_id = 'T' and day between '2026-03-02' and '2026-03-06' order by day",
+    ) == [(date(2026, 3, d), 10, 12 if d < 5 else 10) for d in range(2, 7)]
+    assert sent_keys(handler.take()) == mids(D2, "T:limit")
+    assert keys(log_rows(settings)) == {("T", "tier_limit", D1), ("T", "tier_limit", D2)}
+
+
 def test_deliver_to_outbox_is_rfc5322(tmp_path: Path) -> None:
     """The outbox default on its own: a message with non-ASCII text parses back intact."""
     settings = Settings(database=tmp_path / "w.duckdb")
