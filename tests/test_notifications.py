@@ -59,7 +59,12 @@ from usercounts import cli, notify, pipeline, workdb
 from usercounts.config import Settings
 from usercounts.lock import run_lock
 from usercounts.mail import DeliveryError, deliver
-from usercounts.state import NotificationNotFound, cancel_notification, connect_state
+from usercounts.state import (
+    NotificationNotFound,
+    NotificationNotOwed,
+    cancel_notification,
+    connect_state,
+)
 
 D1 = date(2026, 3, 1)
 D1_NEXT = date(2026, 3, 2)
@@ -881,6 +886,39 @@ def test_cancel_needs_an_id_prefix_that_names_one_row(tmp_path: Path) -> None:
     with duckdb.connect(str(settings.state_path), read_only=True) as con:
         statuses = con.execute("select status from notification_log order by 1").fetchall()
     assert statuses == [("cancelled",), ("pending",)]
+
+
+def test_cancel_refuses_a_row_that_is_not_owed(tmp_path: Path) -> None:
+    """Sent and undeliverable rows have nothing left to stop: refused, and left as they are."""
+    ids = {"sent": "a" * 32, "undeliverable": "b" * 32}
+    settings = pending_in_a_state_file(tmp_path, list(ids.values()))
+    with duckdb.connect(str(settings.state_path)) as con:
+        for status, notification_id in ids.items():
+            con.execute(
+                "update notification_log set status = ? where notification_id = ?",
+                [status, notification_id],
+            )
+    for status, notification_id in ids.items():
+        with pytest.raises(NotificationNotOwed, match=f"is {status}: only pending or failed"):
+            cancel_notification(settings.state_path, notification_id[:6])
+    with duckdb.connect(str(settings.state_path), read_only=True) as con:
+        statuses = con.execute("select status from notification_log order by 1").fetchall()
+    assert statuses == [("sent",), ("undeliverable",)]
+
+
+def test_the_owed_rows_are_listed_newest_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = pending_in_a_state_file(tmp_path, ["a" * 32, "b" * 32])
+    with duckdb.connect(str(settings.state_path)) as con:
+        con.execute(
+            "update notification_log set as_of_date = date '2026-03-11' where notification_id = ?",
+            ["b" * 32],
+        )
+    assert cli.main(["notifications", "--database", str(settings.published_path)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    ids = [line.split()[0] for line in listed if line.startswith(("aaaaaa", "bbbbbb"))]
+    assert ids == ["b" * 12, "a" * 12]  # as of 11 Mar before 1 Mar
 
 
 def test_cancel_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
