@@ -399,6 +399,12 @@ def test_one_user_on_two_instances_is_counted_once(warehouse: Path) -> None:
     assert months["2025-02"] == (1, 1, 0, 0, 0)
     assert months["2025-03"] == (1, 1, 0, 0, 1)  # A revoked: invited on B only
     assert months["2025-04"] == (2, 1, 1, 0, 2)
+    # change = closing - previous; change_pct = change / previous (not / closing)
+    assert query(
+        warehouse,
+        "select strftime(month, '%Y-%m'), change, change_pct from marts.plan_user_counts_monthly "
+        "where plan_id = 'P_TWO' and month between '2025-01-01' and '2025-04-01' order by month",
+    ) == [("2025-01", None, None), ("2025-02", 0, 0.0), ("2025-03", 0, 0.0), ("2025-04", 1, 1.0)]
     rows = query(
         warehouse,
         "select user_id, instance_id, access_status, access_since, last_seen_at, "
