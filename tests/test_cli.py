@@ -223,6 +223,24 @@ def test_a_warehouse_name_the_run_uses_for_its_own_files_is_refused_at_once(
     assert not database.parent.exists()
 
 
+def test_the_settings_defaults_are_the_documented_ones() -> None:
+    """README's configuration table and docs/notifications.md's SMTP table."""
+    documented = {
+        "inactive_days": 90,
+        "quarantine_max_share": 0.05,
+        "schedule_cron": "0 2 * * *",
+        "schedule_timezone": "UTC",
+        "smtp_host": None,  # unset: the outbox
+        "smtp_port": 25,
+        "smtp_starttls": False,
+        "smtp_timeout_seconds": 10,
+        "mail_from": "usercounts@localhost",
+        "notify_retries": 3,
+        "notify_retry_delay_seconds": 30,
+    }
+    assert {name: Settings.model_fields[name].default for name in documented} == documented
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "problem"),
     [
@@ -237,6 +255,8 @@ def test_a_warehouse_name_the_run_uses_for_its_own_files_is_refused_at_once(
             "Mars/Base",
             "not a time zone name (e.g. UTC, Europe/Berlin)",
         ),
+        ("USERCOUNTS_QUARANTINE_MAX_SHARE", "1.5", "Input should be less than or equal to 1"),
+        ("USERCOUNTS_NOTIFY_RETRIES", "-1", "Input should be greater than or equal to 0"),
     ],
 )
 def test_an_invalid_setting_stops_a_run_at_once_in_one_line_naming_it(
