@@ -58,7 +58,7 @@ from conftest import (
 from usercounts import cli, notify, pipeline, workdb
 from usercounts.config import Settings
 from usercounts.lock import run_lock
-from usercounts.mail import DeliveryError, deliver
+from usercounts.mail import DeliveryError, RecipientsRefused, deliver
 from usercounts.state import (
     NotificationNotFound,
     NotificationNotOwed,
@@ -908,6 +908,15 @@ def test_cancel_needs_an_id_prefix_that_names_one_row(tmp_path: Path) -> None:
     with duckdb.connect(str(settings.state_path), read_only=True) as con:
         statuses = con.execute("select status from notification_log order by 1").fetchall()
     assert statuses == [("cancelled",), ("pending",)]
+
+
+def test_a_refusal_is_permanent_only_when_every_refused_address_got_a_5xx() -> None:
+    def refused(*codes: int) -> RecipientsRefused:
+        return RecipientsRefused({f"a{n}@x.example": (c, b"no") for n, c in enumerate(codes)})
+
+    assert [refused(*codes).permanent for codes in ((550,), (550, 551), (450, 550), (451,))] == [
+        True, True, False, False
+    ]  # fmt: skip
 
 
 def test_cancel_refuses_a_row_that_is_not_owed(tmp_path: Path) -> None:
