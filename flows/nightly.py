@@ -45,7 +45,7 @@ report_step = task(name="write capacity report", cache_policy=NO_CACHE)(write_re
 def notify_admins(settings: Settings, summary: RunSummary, since: datetime) -> None:
     """Send the due notifications, retrying with backoff; what still fails is a warning
     (the next run retries it), and marts.notifications is refreshed when the log changed."""
-    delays = [settings.notify_retry_delay_seconds * 2**n for n in range(settings.notify_retries)]
+    delays = notify.retry_delays(settings.notify_retries, settings.notify_retry_delay_seconds)
     step = notify_step.with_options(retries=settings.notify_retries, retry_delay_seconds=delays)
     try:
         report = step(settings, summary.as_of, since)

@@ -910,6 +910,11 @@ def test_cancel_needs_an_id_prefix_that_names_one_row(tmp_path: Path) -> None:
     assert statuses == [("cancelled",), ("pending",)]
 
 
+def test_the_notify_step_waits_twice_as_long_before_each_retry() -> None:
+    assert notify.retry_delays(3, 30.0) == [30.0, 60.0, 120.0]
+    assert notify.retry_delays(0, 30.0) == []
+
+
 def test_a_refusal_is_permanent_only_when_every_refused_address_got_a_5xx() -> None:
     def refused(*codes: int) -> RecipientsRefused:
         return RecipientsRefused({f"a{n}@x.example": (c, b"no") for n, c in enumerate(codes)})

@@ -122,6 +122,12 @@ def notify(settings: Settings, as_of: date, since: datetime | None = None) -> No
     return report
 
 
+def retry_delays(retries: int, first_delay: float) -> list[float]:
+    """The notify step's waits before each retry within a run: the first delay, doubling
+    (USERCOUNTS_NOTIFY_RETRY_DELAY_SECONDS=30: 30, 60, 120 s)."""
+    return [first_delay * 2**n for n in range(retries)]
+
+
 def notify_or_raise(settings: Settings, as_of: date, since: datetime | None = None) -> NotifyReport:
     """`notify`, raising NotificationsFailed while anything is unsent (for task retries)."""
     report = notify(settings, as_of, since)
