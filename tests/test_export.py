@@ -115,6 +115,8 @@ def write_scenarios(landing: Landing) -> None:
     landing.write(
         "org_admins",
         [
+            # the same address in another case: one admin, the later row's spelling
+            {"org_id": "O1", "email": "Ada.Admin@O1.example", "display_name": "Ada A."},
             {"org_id": "O1", "email": "ada.admin@o1.example", "display_name": "Ada Admin"},
             {"org_id": "O1", "email": "ben.boss@o1.example", "display_name": "Ben Boss"},
             {"org_id": "O2", "email": "olga@o2.example", "display_name": "Olga Other"},
@@ -367,6 +369,9 @@ def test_email_goes_to_the_org_admins_only(settings: Settings) -> None:
     [result], _ = export_plans(settings, ["P1"])
     [message] = outbox_messages(settings)
     assert recipients(message) == O1_ADMINS
+    assert query(
+        settings.published_path, "select email from marts.org_admins where org_id = 'O1' order by 1"
+    ) == [(a,) for a in sorted(O1_ADMINS)]  # fmt: skip
     assert message["Cc"] is None and message["Bcc"] is None
     assert message["Subject"] == "usercounts: users export ready for Main Jira"
     body = message.get_content()
