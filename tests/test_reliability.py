@@ -318,6 +318,7 @@ def test_a_reader_holding_the_warehouse_open_keeps_its_snapshot_and_never_blocks
     site: Site,
 ) -> None:
     log, stop = site.root / "reader.jsonl", site.root / "reader.stop"
+    held = site.database.stat().st_ino  # the file the reader opens
     reader = subprocess.Popen(
         [sys.executable, "-c", READER, str(site.database), str(log), str(stop)]
     )
@@ -345,7 +346,10 @@ def test_a_reader_holding_the_warehouse_open_keeps_its_snapshot_and_never_blocks
     assert new[0] == old[0] + 1 and new[1] > old[1] and new[2].startswith("2025-07-02")
     assert query(site.database, "select count(*) from meta.runs") == [(new[0],)]
     assert not site.database.with_name(site.database.name + ".wal").exists()
-    # The snapshot the reader held is kept beside it, to roll back to by hand.
+    # The new snapshot was renamed into place, not written over the file the reader held,
+    # which is kept beside it (the same file, a hard link), to roll back to by hand.
+    assert site.database.stat().st_ino != held
+    assert previous_path(site.database).stat().st_ino == held
     assert canonical_dump(previous_path(site.database)) == site.dump
     site.as_of, site.dump = next_day, canonical_dump(site.database)
 
