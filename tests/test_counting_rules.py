@@ -41,11 +41,13 @@ def write_scenario(landing: Landing) -> None:
         plan(p, 10)
         for p in [
             "P_DUP", "P_ORD", "P_SAME", "P_IG", "P_IR", "P_RWA", "P_GWA", "P_IWA",
-            "P_TWO", "P_X1", "P_X2", "P_OFF", "P_MID", "P_AFTER", "P_LATE", "P_BAD",
+            "P_TWO", "P_X1", "P_OFF", "P_MID", "P_AFTER", "P_LATE", "P_BAD",
             "P_PQ", "P_BILL", "P_REGRANT", "P_WIN_A", "P_WIN_B", "P_MIX",
         ]
     ]  # fmt: skip
     plans += [plan(p, 5) for p in THRESHOLD_PLANS]
+    # a signed whole number reads; enums ignore case and surrounding spaces
+    plans.append(plan("P_X2", "+10", plan_type=" Product "))
     # Its only version dates from after its first events: it is in force before it, too.
     plans.append(plan("P_EARLY", 4, updated_at="2025-03-01T00:00:00Z"))
     # a whole number as a double reads, padded with a tab; a blank name reads as the plan_id
@@ -67,6 +69,8 @@ def write_scenario(landing: Landing) -> None:
     ]
     landing.write("plans", plans, name="plans_001.csv")
     landing.write("plans", bad_plans, name="plans_002.csv")
+    # The same version of P_X1 again in a later file: that row wins (tier 12).
+    landing.write("plans", [plan("P_X1", 12)], name="plans_003.csv")
 
     instances = [
         # P_MON's site has a blank name, which reads as its id
@@ -98,8 +102,10 @@ def write_scenario(landing: Landing) -> None:
     landing.write(
         "users",
         [
-            {"user_id": "nb", "email": "nb@x.test", "account_type": "app", "is_billable": "false"},
-            {"user_id": "b1", "email": "b1@x.test", "account_type": "atlassian"},
+            {"user_id": "nb", "email": "nb@x.test", "account_type": " APP ", "is_billable": " NO "},
+            # a blank is_billable is true, like an empty one
+            {"user_id": "b1", "email": "b1@x.test", "account_type": "atlassian",
+             "is_billable": "  "},
             {"user_id": "flip", "email": "f@x.test", "account_type": "atlassian",
              "is_billable": "true"},
             {"user_id": "bad1", "email": "q@x.test", "account_type": "robot"},
@@ -107,7 +113,7 @@ def write_scenario(landing: Landing) -> None:
              "is_billable": "maybe"},
             # Within one file the later row wins: twice is non-billable.
             {"user_id": "twice", "email": "t@x.test", "account_type": "atlassian",
-             "is_billable": "true"},
+             "is_billable": "yes"},
             {"user_id": "twice", "email": "t@x.test", "account_type": "atlassian",
              "is_billable": "false"},
         ],
@@ -138,7 +144,10 @@ def write_scenario(landing: Landing) -> None:
         b"ml6,ml6@x.test,Six,robot,true\r\n"
         b"ml7,ml7@x.test,Seven\r\n"
     )
-    landing.write("org_admins", [{"org_id": "O1", "email": "admin@x.test"}])
+    landing.write(
+        "org_admins",
+        [{"org_id": "O1", "email": "admin@x.test"}, {"org_id": "O1", "email": "@x.test"}],
+    )
 
     events = [
         # Duplicates across files: D1 and D2 repeat in file 2; D3 repeats with other content
@@ -157,7 +166,7 @@ def write_scenario(landing: Landing) -> None:
         ev("S3", "2025-02-10T10:00:00Z", "I_SAME", "u2", "grant"),
         # invite -> grant
         ev("IG1", "2025-01-10T00:00:00Z", "I_IG", "u1", "invite"),
-        ev("IG2", "2025-02-15T00:00:00Z", "I_IG", "u1", "grant"),
+        ev("IG2", "2025-02-15T00:00:00Z", "I_IG", " u1 ", "grant"),  # ids are trimmed
         # invite -> revoke within January
         ev("IR1", "2025-01-10T00:00:00Z", "I_IR", "u1", "invite"),
         ev("IR2", "2025-01-20T09:00:00Z", "I_IR", "u1", "revoke"),
@@ -178,13 +187,14 @@ def write_scenario(landing: Landing) -> None:
         ev("T4", "2025-04-01T00:00:00Z", "I_TWO_A", "u2", "invite"),
         ev("T5", "2025-04-01T00:00:00Z", "I_TWO_B", "u2", "invite"),
         # One user in two plans.
-        ev("X1", "2025-01-10T00:00:00Z", "I_X1", "u9", "grant"),
+        ev("X1", "2025-01-10T00:00:00Z", "I_X1", "u9", " Grant "),  # enums: case, spaces
         ev("X2", "2025-01-10T00:00:00Z", "I_X2", "u9", "grant"),
         # Offsets: 2025-03-31T23:30-02:00 is April 1 01:30 UTC (April);
         # 2025-05-01T01:00+02:00 is April 30 23:00 UTC (April).
         ev("OF0", "2025-01-05T00:00:00Z", "I_OFF", "u0", "grant"),
         ev("OF1", "2025-03-31T23:30:00-02:00", "I_OFF", "u1", "grant"),
         ev("OF2", "2025-05-01T01:00:00+02:00", "I_OFF", "u2", "grant"),
+        ev("OF3", "2025-05-31T23:30:00-0200", "I_OFF", "u3", "grant"),
         # Exactly 00:00 on the 1st belongs to the new month.
         ev("M0", "2025-01-05T00:00:00Z", "I_MID", "u0", "grant"),
         ev("M1", "2025-02-01T00:00:00Z", "I_MID", "u1", "grant"),
@@ -262,8 +272,9 @@ def write_scenario(landing: Landing) -> None:
     landing.write(
         "last_seen",
         [
-            {"instance_id": "I_AFTER", "user_id": "u1", "last_seen_at": "2025-06-20T08:00:00Z"},
-            # After A: not seen by this run.
+            {"instance_id": "I_AFTER", "user_id": "u1", "last_seen_at": "2025-06-20T08:00:00.75Z"},
+            # At and after A: not seen by this run.
+            {"instance_id": "I_AFTER", "user_id": "u1", "last_seen_at": "2025-07-01T00:00:00Z"},
             {"instance_id": "I_AFTER", "user_id": "u1", "last_seen_at": "2025-07-02T08:00:00Z"},
             {"instance_id": "I_TWO_B", "user_id": "u1", "last_seen_at": "2025-05-31T23:59:59Z"},
             {"instance_id": "I_TWO_B", "user_id": "u1", "last_seen_at": "2025-04-01T00:00:00Z"},
@@ -448,6 +459,14 @@ def test_one_user_in_two_plans_is_counted_in_each(warehouse: Path) -> None:
     assert current(warehouse, "P_X2")["user_count"] == 1
 
 
+def test_plan_values_as_written(warehouse: Path) -> None:
+    """P_X1's version repeated in a later file: the later row (tier 12). P_X2's tier is
+    "+10" and its type " Product ": 10 and product."""
+    assert current(warehouse, "P_X1")["user_tier"] == 12
+    x2 = current(warehouse, "P_X2")
+    assert (x2["user_tier"], x2["plan_type"]) == (10, "product")
+
+
 def test_offsets_convert_across_month_boundaries(warehouse: Path) -> None:
     months = closings(warehouse, "P_OFF")
     assert months["2025-03"][0] == 1  # u1's grant is 2025-04-01 01:30 UTC
@@ -455,6 +474,9 @@ def test_offsets_convert_across_month_boundaries(warehouse: Path) -> None:
     assert daily(warehouse, "P_OFF", "2025-03-31")[0] == 1
     assert daily(warehouse, "P_OFF", "2025-04-01")[0] == 2
     assert daily(warehouse, "P_OFF", "2025-04-30")[0] == 3
+    # u3's grant, written with a -0200 offset, is 2025-06-01 01:30 UTC
+    assert daily(warehouse, "P_OFF", "2025-05-31")[0] == 3
+    assert daily(warehouse, "P_OFF", "2025-06-01")[0] == 4
 
 
 def test_event_at_midnight_on_the_first_belongs_to_the_new_month(warehouse: Path) -> None:
@@ -478,7 +500,7 @@ def test_events_after_the_as_of_instant_are_not_seen(warehouse: Path) -> None:
         warehouse,
         "select user_id, last_seen_at, days_since_last_seen from marts.user_last_seen "
         "where plan_id = 'P_AFTER'",
-    ) == [("u1", datetime(2025, 6, 20, 8), 10)]
+    ) == [("u1", datetime(2025, 6, 20, 8, 0, 0, 750000), 10)]  # fractions of a second read
     months = closings(warehouse, "P_AFTER")
     assert list(months) == ["2025-06"]
     assert query(
@@ -587,6 +609,9 @@ def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> 
         ("users/users_004.csv", 6, "MISSING COLUMNS"),
     ]
     assert query(warehouse, "select reason from quarantine.instances") == [("missing instance_id",)]
+    assert query(warehouse, "select reason from quarantine.org_admins") == [
+        ("not an email address: @x.test",)
+    ]
     assert query(warehouse, "select reason, last_seen_at_text from quarantine.last_seen") == [
         ("unparseable last_seen_at: whenever", "whenever")
     ]
