@@ -54,6 +54,7 @@ from conftest import (
     settings_for,
     smtp_server,
 )
+from test_counting_rules import ev
 
 from usercounts import cli, notify, pipeline, workdb
 from usercounts.config import Settings
@@ -680,16 +681,7 @@ def test_an_episode_from_the_first_day_and_a_cancelled_row_block_the_next_night(
     earlier = [("IG", f"G{n}", "2026-02-01T09:00:00Z") for n in range(1, 9)]
     landing.write(
         "access_events",
-        [
-            {
-                "event_id": f"e{n}",
-                "occurred_at": at,
-                "instance_id": i,
-                "user_id": u,
-                "action": "grant",
-            }
-            for n, (i, u, at) in enumerate(first_day + earlier)
-        ],
+        [ev(f"e{n}", at, i, u, "grant") for n, (i, u, at) in enumerate(first_day + earlier)],
     )
     settings = settings_for(tmp_path / "data", landing.root, **smtp_settings(smtp))
     handler: Recorder = smtp.handler
@@ -754,16 +746,7 @@ def test_a_tier_raised_then_lowered_again_starts_a_new_limit_episode(
     landing.write("org_admins", [{"org_id": "TIER", "email": "t@tier.example"}])
     landing.write(
         "access_events",
-        [
-            {
-                "event_id": f"t{n}",
-                "occurred_at": "2026-02-20T09:00:00Z",
-                "instance_id": "IT",
-                "user_id": f"T{n}",
-                "action": "grant",
-            }
-            for n in range(1, 11)
-        ],
+        [ev(f"t{n}", "2026-02-20T09:00:00Z", "IT", f"T{n}", "grant") for n in range(1, 11)],
     )
     settings = settings_for(tmp_path / "data", landing.root, **smtp_settings(smtp))
     handler: Recorder = smtp.handler

@@ -514,16 +514,22 @@ def test_raw_critical_fails_the_run_and_publishes_nothing(
     assert {(s, c): n for s, c, n in state} == expected
 
 
-def test_a_clean_landing_fails_no_expectation(baseline: dict[str, Any], tmp_path: Path) -> None:
-    """The crafted cases above differ from this landing only by their defects."""
-    landing = write_landing(tmp_path / "landing", warnings=False)
+def raw_checks(tmp_path: Path, landing: Landing) -> list[quality.CheckResult]:
+    """Load a landing folder into a new working database and run the raw checks on it, as a
+    run does before dbt."""
     settings = settings_for(tmp_path / "home", landing.root)
     summary = pipeline.RunSummary(as_of=AS_OF)
     workdb.remove(settings.work_path)
     pipeline.load(settings)
     pipeline.validate_raw(settings, summary)
-    assert [c for c in summary.checks if not c.success] == []
-    assert len(summary.checks) == sum(
+    return summary.checks
+
+
+def test_a_clean_landing_fails_no_expectation(baseline: dict[str, Any], tmp_path: Path) -> None:
+    """The crafted cases above differ from this landing only by their defects."""
+    checks = raw_checks(tmp_path, write_landing(tmp_path / "landing", warnings=False))
+    assert [c for c in checks if not c.success] == []
+    assert len(checks) == sum(
         len(s["expectations"]) for n, s in suite_files().items() if n.startswith("raw_")
     )
 
@@ -543,16 +549,12 @@ def test_the_quarantined_share_may_reach_the_limit_and_counts_rejected_rows(
     (landing.root / "access_events" / "access_events_03.csv").write_text(
         "event_id,occurred_at,instance_id,user_id,action\n" + too_many_columns
     )
-    settings = settings_for(tmp_path / "home", landing.root)
-    summary = pipeline.RunSummary(as_of=AS_OF)
-    pipeline.load(settings)
-    pipeline.validate_raw(settings, summary)
+    checks = raw_checks(tmp_path, landing)
     [share] = [
-        c for c in summary.checks
-        if (c.suite, c.column) == ("raw_access_events", "quarantined_share")
-    ]  # fmt: skip
+        c for c in checks if (c.suite, c.column) == ("raw_access_events", "quarantined_share")
+    ]
     assert (share.success, share.unexpected_count, share.observed_value) == (True, 11, 0.05)
-    assert [c for c in summary.checks if not c.success and c.severity == "critical"] == []
+    assert [c for c in checks if not c.success and c.severity == "critical"] == []
 
 
 # ---------------------------------------------------------------- critical: marts
