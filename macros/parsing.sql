@@ -48,11 +48,15 @@
 {%- endmacro %}
 
 {#- The first failing check of a row, as text, or null when the row is good.
-    checks: list of (condition, reason) pairs, in the order they are reported. -#}
+    checks: list of (condition, reason) pairs, in the order they are reported.
+    It fails closed, so that a check put before the blank check of its column still
+    quarantines the row: a condition that is null counts as failed, and a reason that is null
+    (text || a null column) falls back to the condition's own text. -#}
 {% macro first_failed_check(checks) -%}
     case
         {%- for condition, reason in checks %}
-        when {{ condition }} then {{ reason }}
+        when ({{ condition }}) is not false
+            then coalesce({{ reason }}, 'failed check: {{ condition | replace("'", "''") }}')
         {%- endfor %}
     end
 {%- endmacro %}

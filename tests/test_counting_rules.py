@@ -9,6 +9,9 @@ How CSV rows are numbered for the quarantine is checked on the load alone, at th
 from __future__ import annotations
 
 import csv
+import json
+import subprocess
+import sys
 from datetime import date, datetime
 from pathlib import Path
 
@@ -16,6 +19,7 @@ import duckdb
 import pytest
 from conftest import Landing, build_warehouse, query
 
+from usercounts.build import dbt_args, dbt_env
 from usercounts.load import load_landing
 
 AS_OF = date(2025, 6, 30)
@@ -620,6 +624,40 @@ def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> 
         warehouse,
         "select count(*) from marts.plan_user_counts_current where plan_id like 'P_Z%'",
     ) == [(0,)]
+
+
+def test_a_row_check_fails_closed(tmp_path: Path) -> None:
+    """The quarantine's checks (macros/parsing.sql) pass a row only when every condition is
+    false: one that is null fails the row, and a reason built from a null column still names
+    the check. The base models put each column's blank check first, so neither happens there
+    today; this runs the macro itself through dbt, on rows made to hit both."""
+    sql = (
+        "select c, {{ first_failed_check(["
+        "(\"c = 'unknown'\", \"'unknown c: ' || c\"), "
+        "(\"v is null or v = 'bad'\", \"'bad v: ' || v\")]) }} as reason "
+        "from (values (1, null, 'x'), (2, 'unknown', 'x'), (3, 'ok', null), (4, 'ok', 'bad'), "
+        "(5, 'ok', 'x')) as t (n, c, v) order by n"
+    )
+    work_path = tmp_path / "warehouse.work.duckdb"
+    args = dbt_args("show", work_path, "--inline", sql, "--output", "json", "--log-format", "json")
+    dbt = Path(sys.executable).with_name("dbt")
+    proc = subprocess.run(
+        [str(dbt), "--quiet", *args],
+        env=dbt_env(work_path, AS_OF),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(json.loads(proc.stdout.strip().splitlines()[-1])["data"]["preview"])
+    assert [row["reason"] for row in rows] == [
+        "failed check: c = 'unknown'",  # the condition is null: the row fails
+        "unknown c: unknown",
+        "failed check: v is null or v = 'bad'",  # the reason is null: the check's own text
+        "bad v: bad",
+        None,
+    ]
 
 
 def test_rows_loaded_count_every_record_the_quarantined_included(warehouse: Path) -> None:
