@@ -195,7 +195,9 @@ def intent_for(
 def admin_addresses(
     work: duckdb.DuckDBPyConnection, org_ids: list[str], warnings: list[str]
 ) -> dict[str, list[str]]:
-    """Per org, its admin addresses that are valid; invalid ones are left out with a warning."""
+    """Per org, its admin addresses that are valid; invalid ones are left out with a warning.
+
+    Each address once: the staging model keeps one row per org and address in any case."""
     rows = work.execute(
         "select org_id, email from staging.stg_landing__org_admins "
         "where org_id in (select unnest(?)) order by org_id, lower(email)",
@@ -207,7 +209,7 @@ def admin_addresses(
         address = valid_address(text)
         if address is None:
             warnings.append(f"org {org_id}: admin address {text!r} is not valid; not used")
-        elif address.lower() not in {a.lower() for a in addresses}:
+        else:
             addresses.append(address)
     return by_org
 
