@@ -8,13 +8,14 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from conftest import canonical_dump, query, run_cli
 
-from usercounts.config import DEMO_LANDING, Settings
+from usercounts.config import DEMO_LANDING, PROJECT_ROOT, Settings
 from usercounts.lock import run_lock
 
 AS_OF = "2026-11-20"
@@ -270,6 +271,13 @@ def test_an_invalid_setting_stops_a_run_at_once_in_one_line_naming_it(
         f"usercounts: error: invalid settings: {variable}: {problem} (got {value!r})\n"
     )
     assert not database.exists()
+
+
+def test_version_is_the_projects() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    assert result.stdout == f"usercounts {project['version']}\n"
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from datetime import date
+from importlib.metadata import version
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -250,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="usercounts",
         description="User counts per subscription plan: history, notifications, exports.",
+    )
+    # the installed package's version, for a bug report or to tell two installs apart
+    parser.add_argument(
+        "--version", action="version", version=f"usercounts {version('usercounts')}"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
