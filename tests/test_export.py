@@ -332,7 +332,19 @@ def test_cli_refusals_exit_non_zero_with_one_line(settings: Settings, tmp_path: 
         assert done.returncode == 1
         assert done.stdout == ""
         assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    # --all-plans goes with --org (one file per plan, so no --out), and --plan without them
     out = tmp_path / "mine.csv"
+    for args in (
+        ("--all-plans",),
+        ("--all-plans", "--org", "O1", "--out", str(out)),
+        ("--plan", "P1", "--org", "O1"),
+    ):
+        done = run_cli("export", *args, "--database", database, env=env)
+        assert done.returncode == 2, args
+        assert done.stderr == (
+            "usercounts: error: use --plan PLAN_ID [--out FILE], or --all-plans --org ORG_ID\n"
+        )
+    assert not out.exists()
     done = run_cli("export", "--plan", "P1", "--database", database, "--out", str(out), env=env)
     assert done.returncode == 0, done.stderr
     assert f"wrote 7 users of plan P1 to {out}" in done.stdout
@@ -524,10 +536,18 @@ def test_purge_sweeps_unlisted_old_files(settings: Settings) -> None:
     stray = folder / "users-P1-2024-06-30-20240701T000000Z-abcdef.csv"
     stray.write_text("x\n")
     (folder / MANIFEST_NAME).write_text("not json")
+    # a temporary folder an interrupted export left behind, and a file not a day old
+    leftover = folder / ".usercounts-export-x"
+    leftover.mkdir()
+    (leftover / "part.csv").write_text("x\n")
+    young = folder / "users-P2-2024-06-30-20240701T000000Z-fedcba.csv"
+    young.write_text("x\n")
     day_old = (datetime.now(UTC) - timedelta(hours=25)).timestamp()
-    os.utime(stray, (day_old, day_old))
+    for path in (stray, leftover / "part.csv", leftover):
+        os.utime(path, (day_old, day_old))
     result = purge_expired(folder)
-    assert result.deleted == [str(stray.resolve())]
+    assert sorted(result.deleted) == sorted([str(stray.resolve()), str(leftover.resolve())])
+    assert not stray.exists() and not leftover.exists() and young.exists()
     assert (folder / f"{MANIFEST_NAME}.unreadable").exists()
 
 
@@ -659,7 +679,14 @@ def test_inactive_command(warehouse: Settings) -> None:
         "inactive", "--plan", "B12", "--days", "89", "--limit", "2", "--database", database
     )
     assert "inactive for 89 days or more: 7 users" in done.stdout
-    assert done.stdout.rstrip().endswith("... and 5 more (--limit 0 shows all)")
+    assert done.stdout.rstrip().endswith("... and 5 more (without --limit: all)")
+    # without --days, N is USERCOUNTS_INACTIVE_DAYS
+    done = run_cli(
+        "inactive", "--plan", "B12", "--database", database,
+        env={"USERCOUNTS_INACTIVE_DAYS": "365"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "inactive for 365 days or more: 2 users" in done.stdout
     done = run_cli("inactive", "--plan", "B12", "--days", "365", "--database", database)
     assert "inactive for 365 days or more: 2 users" in done.stdout
     # the 2 listed are enough to be at most the tier, not to be under 80%

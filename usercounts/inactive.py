@@ -126,5 +126,5 @@ def print_inactive(published: Path, plan_id: str, days: int, limit: int | None =
     print()
     print(format_table(headers, table, right={0, 5}))
     if len(shown) < len(rows):
-        print(f"... and {len(rows) - len(shown)} more (--limit 0 shows all)")
+        print(f"... and {len(rows) - len(shown)} more (without --limit: all)")
     return 0
