@@ -64,12 +64,26 @@ def test_counts_shows_the_12_month_view(demo_run: Path) -> None:
     ]
     # The last row is the month of the as-of date, marked incomplete, closing at the count.
     assert lines[14].split()[:3] == ["2026-11", "*", "45"]
-    expected = query(
+    assert lines[0].endswith(f", as of {AS_OF}")  # the as-of date D, not the instant A
+    # every cell as the monthly mart has it: change % is 100 x change_pct, to one decimal
+    monthly = query(
         demo_run,
-        "select closing_balance, change from marts.plan_user_counts_monthly "
-        "where plan_id = 'hooli-jsm' and month = '2026-10-01'",
-    )[0]
-    assert lines[13].split()[1] == str(expected[0])
+        "select closing_balance, change, change_pct, users_added, users_removed, user_tier "
+        "from marts.plan_user_counts_monthly where plan_id = 'hooli-jsm' "
+        "and month >= '2025-12-01' order by month",
+    )
+    for line, (closing, change, pct, added, removed, tier) in zip(
+        lines[3:15], monthly, strict=True
+    ):
+        assert change is not None and pct is not None  # every month here has a previous one
+        shown = [closing, f"{change:+d}" if change else "0", f"{100 * pct:.1f}%", added, removed]
+        assert line.replace(" *", "").split()[1:] == [str(v) for v in [*shown, tier]]
+    assert any(added != removed for *_, added, removed, _ in monthly)  # told apart
+    result = run_cli("counts", "--plan", "hooli-jsm", "--months", "3", "--database", str(demo_run))
+    assert result.returncode == 0, result.stderr
+    assert [line[:9] for line in result.stdout.splitlines()[3:]] == [
+        "2026-09  ", "2026-10  ", "2026-11 *", "", "* month o"
+    ]  # fmt: skip
 
 
 def test_counts_into_a_reader_that_stops_early_ends_quietly(demo_run: Path) -> None:
