@@ -377,6 +377,7 @@ def test_serve_registers_the_nightly_schedule_and_runs_the_flow_runs_it_is_given
         **os.environ,
         "USERCOUNTS_LANDING": str(landing),
         "USERCOUNTS_OUTBOX": str(tmp_path / "outbox"),
+        "USERCOUNTS_SCHEDULE_TIMEZONE": "Europe/Berlin",  # (default UTC)
     }
     usercounts = str(Path(sys.executable).with_name("usercounts"))
     serving = subprocess.Popen(
@@ -416,7 +417,7 @@ def test_serve_registers_the_nightly_schedule_and_runs_the_flow_runs_it_is_given
         output, _ = serving.communicate(timeout=60)
 
     assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [
-        ("30 1 * * *", "UTC")
+        ("30 1 * * *", "Europe/Berlin")
     ]
     assert deployment.parameters["landing"] == str(landing)
     assert state.is_completed(), output[-3000:]
