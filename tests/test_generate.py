@@ -11,7 +11,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import run_cli
 
+from usercounts.config import DEMO_LANDING
 from usercounts.generate import LADDER, generate, generate_demo
 
 COLUMNS: dict[str, list[str]] = {
@@ -57,6 +59,11 @@ def _read_csv(root: Path, source: str) -> list[dict[str, str]]:
         with path.open(newline="", encoding="utf-8") as f:
             rows.extend(csv.DictReader(f))
     return rows
+
+
+def _read_csv_file(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
 
 
 def _ts(text: str) -> datetime:
@@ -133,9 +140,49 @@ def test_same_arguments_give_identical_bytes(tmp_path: Path, fmt: str) -> None:
     assert other["users"] == 400
 
 
-def test_demo_is_deterministic(tmp_path: Path, demo: Path) -> None:
+def test_demo_is_deterministic_and_is_the_bundled_demo(tmp_path: Path, demo: Path) -> None:
     generate_demo(tmp_path)
     assert _digests(tmp_path) == _digests(demo)
+    # `generate --demo` writes the demo the repository bundles (README): regenerate
+    # demo/landing with it after a change to the generator
+    assert _digests(demo) == _digests(DEMO_LANDING)
+
+
+def test_daily_files_split_the_last_days_one_file_per_day(tmp_path: Path) -> None:
+    """--daily-files 3: the last 3 UTC days of events and sightings as one file each, the
+    rows the same as in one file."""
+    end = date(2025, 3, 31)
+    whole = generate(tmp_path / "a", users=400, orgs=2, fmt="csv", end_date=end)
+    split = generate(tmp_path / "b", users=400, orgs=2, fmt="csv", end_date=end, daily_files=3)
+    assert split == whole
+    days = ["2025-03-29", "2025-03-30", "2025-03-31"]
+    for source, column in (("access_events", "occurred_at"), ("last_seen", "last_seen_at")):
+        files = sorted(p.name for p in (tmp_path / "b" / source).iterdir())
+        assert files == [f"{source}_0001.csv"] + [f"{source}_{day}.csv" for day in days]
+        for day in days:
+            rows = _read_csv_file(tmp_path / "b" / source / f"{source}_{day}.csv")
+            assert rows, (source, day)
+            assert {_ts(row[column]).astimezone(UTC).date().isoformat() for row in rows} == {day}
+        first = _read_csv_file(tmp_path / "b" / source / f"{source}_0001.csv")
+        assert max(_ts(row[column]) for row in first) < datetime(2025, 3, 29, tzinfo=UTC)
+        assert sorted(map(str, _read_csv(tmp_path / "b", source))) == sorted(
+            map(str, _read_csv(tmp_path / "a", source))
+        )
+
+
+def test_generate_command_writes_the_months_asked(tmp_path: Path) -> None:
+    done = run_cli(
+        "generate", "--out", str(tmp_path), "--users", "50", "--months", "2", "--format", "csv"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usercounts: wrote ")
+    first = min(_ts(row["occurred_at"]) for row in _read_csv(tmp_path, "access_events"))
+    last = max(_ts(row["occurred_at"]) for row in _read_csv(tmp_path, "access_events"))
+    assert (last - first).days < 62
+    for bad in ("-1", "9999"):
+        refused = run_cli("generate", "--out", str(tmp_path / bad), "--daily-files", bad)
+        assert refused.returncode == 2, refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and "--daily-files" in refused.stderr
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])

@@ -218,8 +218,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from usercounts.generate import generate, generate_demo
+    from usercounts.generate import check_arguments, generate, generate_demo
 
+    try:
+        check_arguments(months=args.months, daily_files=args.daily_files)
+    except ValueError as exc:
+        print(f"usercounts: error: {exc}", file=sys.stderr)
+        return 2
     if args.demo:
         written = generate_demo(args.out)
     else:

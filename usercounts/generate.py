@@ -714,6 +714,22 @@ def _write(
     return written
 
 
+def check_arguments(
+    *, fmt: str = "parquet", users: int = 1, orgs: int = 1, months: int = 1, daily_files: int = 0
+) -> None:
+    """Raise ValueError, in words a user of `usercounts generate` reads, for what cannot be
+    written."""
+    if fmt not in _COPY_OPTIONS:
+        raise ValueError(f"format must be one of {sorted(_COPY_OPTIONS)}, not {fmt!r}")
+    if users < 1 or orgs < 1 or months < 1:
+        raise ValueError("users, orgs and months must be at least 1")
+    if not 0 <= daily_files <= 28 * months:
+        # 28: the shortest month, so that the days split off always lie inside the window
+        raise ValueError(
+            f"--daily-files must be between 0 and 28 x months ({28 * months}), not {daily_files}"
+        )
+
+
 @contextmanager
 def _generated(
     out_dir: Path,
@@ -729,12 +745,7 @@ def _generated(
     daily_files: int = 0,
 ) -> Iterator[tuple[duckdb.DuckDBPyConnection, dict[str, int]]]:
     """Run the spec and the pipeline and write the files; yield the connection for checks."""
-    if fmt not in _COPY_OPTIONS:
-        raise ValueError(f"fmt must be one of {sorted(_COPY_OPTIONS)}, not {fmt!r}")
-    if users < 1 or orgs < 1 or months < 1:
-        raise ValueError("users, orgs and months must be at least 1")
-    if not 0 <= daily_files <= 28 * months:
-        raise ValueError("daily_files must be between 0 and the days of the window")
+    check_arguments(fmt=fmt, users=users, orgs=orgs, months=months, daily_files=daily_files)
     with tempfile.TemporaryDirectory(prefix="usercounts-generate-") as spill:
         con = _connect(
             seed=seed,
