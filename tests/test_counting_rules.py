@@ -680,6 +680,10 @@ def test_rows_loaded_count_every_record_the_quarantined_included(warehouse: Path
     assert query(warehouse, "select rows_loaded, rows_quarantined from meta.runs") == [
         (records, quarantined)
     ]
+    # and the run's as-of date D and its plans, as the current mart has them
+    assert query(warehouse, "select as_of_date, plans from meta.runs") == [
+        (AS_OF, query(warehouse, "select count(*) from marts.plan_user_counts_current")[0][0])
+    ]
 
 
 def test_csv_and_parquet_in_the_same_source(warehouse: Path) -> None:
