@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from pathlib import Path
 
+import pytest
+import yaml
 from conftest import Landing, build_warehouse, canonical_dump, query
 
 from usercounts import workdb
-from usercounts.build import run_dbt
+from usercounts.build import dbt_env, run_dbt
+from usercounts.config import PROJECT_ROOT, Settings
 
 
 def small_landing(landing: Landing) -> None:
@@ -79,3 +83,40 @@ def test_events_for_an_undeclared_instance_count_once_it_appears(
         "select strftime(month, '%Y-%m'), closing_balance, invited_count "
         "from marts.plan_user_counts_monthly where plan_id = 'P1' order by month",
     ) == [("2025-01", 1, 0), ("2025-02", 2, 1), ("2025-03", 2, 1)]
+
+
+def test_dbt_run_by_hand_builds_in_the_files_the_run_uses() -> None:
+    """profiles.yml's defaults (dbt run by hand, without the run's environment) name the
+    working files the run itself builds in for the default warehouse, data/warehouse.duckdb
+    (README, docs/operations.md), and attach the marts file under the run's alias."""
+    output = yaml.safe_load((PROJECT_ROOT / "profiles.yml").read_text())["usercounts"]["outputs"]
+    profile = output["duckdb"]
+
+    def default(template: str) -> Path:
+        return PROJECT_ROOT / re.fullmatch(r"\{\{ env_var\('\w+', '(.+)'\) \}\}", template)[1]
+
+    settings = Settings.model_construct(data_dir=PROJECT_ROOT / "data")
+    assert (
+        default(profile["path"])
+        == settings.work_path
+        == PROJECT_ROOT / "data" / ".warehouse.work.duckdb"
+    )
+    [attached] = profile["attach"]
+    assert default(attached["path"]) == workdb.marts_path(settings.work_path)
+    assert attached["alias"] == workdb.MARTS_ALIAS
+
+
+def test_duckdb_memory_limit_is_half_the_machine_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """docs/operations.md: USERCOUNTS_DUCKDB_MEMORY_LIMIT, default half the machine's memory."""
+    mem_kib = int(re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())[1])
+    for unset in (None, " "):  # unset or blank: the default
+        if unset is None:
+            monkeypatch.delenv("USERCOUNTS_DUCKDB_MEMORY_LIMIT", raising=False)
+        else:
+            monkeypatch.setenv("USERCOUNTS_DUCKDB_MEMORY_LIMIT", unset)
+        env = dbt_env(Path("w.duckdb"), date(2025, 1, 1))
+        assert env["USERCOUNTS_DUCKDB_MEMORY_LIMIT"] == f"{mem_kib // 2048}MB"
+    monkeypatch.setenv("USERCOUNTS_DUCKDB_MEMORY_LIMIT", "3GB")
+    assert dbt_env(Path("w.duckdb"), date(2025, 1, 1))["USERCOUNTS_DUCKDB_MEMORY_LIMIT"] == "3GB"
