@@ -330,10 +330,13 @@ def test_a_second_run_while_one_holds_the_lock_exits_at_once(
 
     database = tmp_path / "data" / "warehouse.duckdb"
     began = datetime.now(UTC)
-    with run_lock(Settings(database=database).lock_path):
+    lock_path = Settings(database=database).lock_path
+    with run_lock(lock_path):
+        assert lock_path.read_text() == f"{os.getpid()}\n"  # the running run's pid
         result = run_cli("run", "--database", str(database), timeout=60)
+    assert lock_path.read_text() == ""  # no run: no pid (docs/operations.md)
     assert result.returncode == 1
-    assert "another usercounts run (pid " in result.stderr
+    assert f"another usercounts run (pid {os.getpid()}) is using " in result.stderr
     assert not database.exists()
 
     # refused before the flow starts (and before a temporary Prefect server would boot)
