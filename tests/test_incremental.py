@@ -280,6 +280,38 @@ def test_a_project_edited_during_a_night_makes_the_next_night_rebuild(
     assert reason.startswith("the dbt project, the raw checks or the tool versions changed")
 
 
+# Which edits change the working database's fingerprint, in a copy of the project.
+EDITS_AND_FINGERPRINTS = """
+import sys
+
+from usercounts import incremental
+from usercounts.config import PROJECT_ROOT
+
+for name in sys.argv[1:]:
+    before = incremental.fingerprint()
+    path = PROJECT_ROOT / name
+    path.write_text(path.read_text() + "\\n-- edited\\n")
+    print(name, incremental.fingerprint() != before)
+"""
+
+
+def test_the_fingerprint_covers_what_the_kept_tables_are_made_of(tmp_path: Path) -> None:
+    """docs/operations.md: an edit to the dbt project or to the raw checks that keep counts of
+    the rows they checked rebuilds from scratch; the other checks keep nothing."""
+    project = copy_project(tmp_path / "project")
+    changes = [
+        "dbt_project.yml", "profiles.yml", "models/marts/plan_instances.sql",
+        "macros/parsing.sql", "seeds/product_catalogue.csv",
+        "expectations/checks/_macros.sql", "expectations/checks/raw_access_events.sql",
+        "expectations/checks/raw_last_seen.sql",
+    ]  # fmt: skip
+    keeps = ["expectations/checks/raw_plans.sql", "expectations/checks/user_last_seen.sql"]
+    out = run_in_project(project, EDITS_AND_FINGERPRINTS, *changes, *keeps)
+    assert out.splitlines() == [f"{name} True" for name in changes] + [
+        f"{name} False" for name in keeps
+    ]
+
+
 def test_a_night_with_a_late_instance_and_a_duplicate_equals_a_rebuild(nights: dict) -> None:
     assert nights["after_2"] == nights["scratch_2"]
 
