@@ -460,6 +460,19 @@ def test_a_new_file_sorting_before_loaded_ones_rebuilds(nights: dict) -> None:
     ) == [(2,)]
 
 
+def test_a_sighting_from_before_access_began_alone_keeps_inactive_since(nights: dict) -> None:
+    # u1 is invited on I2 (P2 since night 2) from January 15 09:00 and was never seen. A night
+    # that brings only a sighting of January 14 updates u1's rows in place (no event, users
+    # row, plan or admin is new): last seen January 14, inactive since its access began.
+    seen = [{"instance_id": "I2", "user_id": "u1", "last_seen_at": "2025-01-14T10:00:00Z"}]
+    assert night_with_file(nights, "last_seen", "ls_2025-03.csv", seen) is False
+    assert query(
+        nights["settings"].published_path,
+        "select plan_id, strftime(last_seen_at, '%m-%d'), strftime(inactive_since, '%m-%d %H') "
+        "from marts.counted_users where user_id = 'u1'",
+    ) == [("P2", "01-14", "01-15 09")]
+
+
 def test_another_landing_folder_rebuilds(nights: dict, tmp_path: Path) -> None:
     settings = nights["settings"]
     assert incremental.reload_reason(settings.work_path, settings.landing, False) is None
