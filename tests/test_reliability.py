@@ -38,7 +38,7 @@ from conftest import (
 )
 
 import usercounts
-from usercounts import workdb
+from usercounts import state, workdb
 from usercounts.config import PROJECT_ROOT, Settings
 from usercounts.publish import previous_path
 
@@ -1142,6 +1142,42 @@ def test_a_failed_run_whose_history_cannot_be_written_keeps_its_own_error(
         failure_recorded(settings, summary),
     ):
         raise RunFailed("the run's own error")
+
+
+# A process that holds a DuckDB file open for writing for a moment, then writes a mark and
+# lets it go.
+HOLD_THEN_MARK = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(1.5)
+con.execute("create table held_mark as select 42 as mark")
+con.close()
+"""
+
+
+@pytest.mark.parametrize("opened_by", ["connect_state", "attach_with_retry"])
+def test_a_file_another_process_holds_is_waited_for(tmp_path: Path, opened_by: str) -> None:
+    """docs/operations.md: commands wait (up to 30 s) for the state file another process
+    holds, and the run's attach of its working files waits the same way, instead of failing
+    at once on DuckDB's lock. The mark shows the file was opened after the holder let go."""
+    path = tmp_path / "warehouse.state.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THEN_MARK, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        if opened_by == "connect_state":
+            with state.connect_state(path) as con:
+                mark = con.execute("select mark from held_mark").fetchall()
+        else:
+            with duckdb.connect() as con:
+                state.attach_with_retry(con, path, "held", read_only=False)
+                mark = con.execute("select mark from held.held_mark").fetchall()
+    finally:
+        assert holder.wait(timeout=60) == 0
+    assert mark == [(42,)]
 
 
 def test_an_os_error_is_one_line_not_a_traceback(tmp_path: Path) -> None:
