@@ -62,6 +62,8 @@ def write_scenario(landing: Landing) -> None:
         plan("P_TIER", 25, plan_name="Tier v2", updated_at="2025-03-15T12:00:00Z"),
         plan("P_TIER", 50, plan_name="Tier v3", updated_at="2025-05-01T00:00:00Z"),
     ]
+    # A version dated exactly at A is the one in force at A (the latest updated_at <= A).
+    plans += [plan("P_AT_A", 10), plan("P_AT_A", 20, updated_at="2025-07-01T00:00:00Z")]
     # Malformed plan rows (rows 2..7 of this file); DuckDB's cast alone reads 10.5 as 11.
     bad_plans = [
         plan("P_Z0", 0),
@@ -235,6 +237,7 @@ def write_scenario(landing: Landing) -> None:
         ev("W1", "2025-01-10T00:00:00Z", "I_WIN", "twice", "grant"),
         # CSV part of the mixed-format source (the Parquet file adds two more users).
         ev("PQ3", "2025-03-10T00:00:00Z", "I_PQ", "u3", "grant"),
+        ev("AA1", "2025-06-01T00:00:00Z", "I_AT_A", "u1", "grant"),
     ]
     for plan_id, n in THRESHOLD_PLANS.items():
         events += [
@@ -544,6 +547,12 @@ def test_tier_in_force_follows_plan_versions(warehouse: Path) -> None:
     ]
     row = current(warehouse, "P_TIER")
     assert (row["user_tier"], row["plan_name"]) == (50, "Tier v3")
+    # dated exactly at A: in force at A (current, day D, the month of D), and one row
+    assert (
+        current(warehouse, "P_AT_A")["user_tier"],
+        daily(warehouse, "P_AT_A", "2025-06-30")[2],
+    ) == (20, 20)
+    assert closings(warehouse, "P_AT_A")["2025-06"][0] == 1
     padded = current(warehouse, "P_MON")
     assert (padded["user_tier"], padded["plan_name"]) == (5, "P_MON")
     assert query(
