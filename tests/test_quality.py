@@ -364,20 +364,59 @@ def test_warnings_do_not_fail_the_run_and_are_in_the_summary(baseline: dict[str,
     summary = baseline["summary"]
     assert summary.published
     assert not failed_criticals(summary)
+    # write_warnings breaks each row rule once (user_tier twice: ten and 10.5), and a plan
+    # version, an event id and an instance id disagree once: every warning and its count
+    rules = {
+        "raw_plans": [
+            "plan_id is present", "org_id is present", "plan_type is present",
+            "plan_type is product, marketplace_app or guard_standard",
+            "billing_cycle is present", "billing_cycle is annual or monthly",
+            "user_tier is present", "user_tier is a whole number",
+            "user_tier is greater than 0", "renewal_date, when given, parses as a date",
+            "updated_at is present", "updated_at parses as a timestamp",
+        ],
+        "raw_instances": ["instance_id is present", "plan_id is present"],
+        "raw_users": [
+            "user_id is present", "account_type is present",
+            "account_type is atlassian, app or customer",
+            "is_billable, when given, is true or false",
+        ],
+        "raw_org_admins": [
+            "org_id is present", "email is present", "email looks like an email address",
+        ],
+        "raw_access_events": [
+            "event_id is present", "occurred_at is present",
+            "occurred_at parses as a timestamp", "instance_id is present",
+            "user_id is present", "action is present", "action is invite, grant or revoke",
+            "every event's instance_id is in the instances files (it counts once the "
+            "instance appears)",
+        ],
+        "raw_last_seen": [
+            "instance_id is present", "user_id is present", "last_seen_at is present",
+            "last_seen_at parses as a timestamp",
+        ],
+        "user_last_seen": [
+            "every user with access is in the users files (else email and display_name "
+            "are empty)",
+        ],
+    }  # fmt: skip
     expected = [
-        'suite raw_access_events, expectation "occurred_at parses as a timestamp": 1 row',
-        'suite raw_plans, expectation "user_tier is greater than 0": 1 row',
+        f'suite {suite}, expectation "{rule}": '
+        + ("2 rows" if rule == "user_tier is a whole number" else "1 row")
+        for suite, names in rules.items()
+        for rule in names
+    ]
+    expected += [
+        'suite raw_plans, expectation "rows for the same plan version (plan_id, updated_at) '
+        'agree; the later file wins": 1 plan version',
         'suite raw_access_events, expectation "event ids are unique after de-duplication: '
         'rows sharing an event_id agree": 1 event id',
         'suite raw_instances, expectation "each instance_id names one plan_id; '
         'the later file wins": 1 instance id',
         'suite raw_org_admins, expectation "every org_admins file has the optional columns: '
         'display_name": 1 file (org_admins/org_admins_03.csv)',
-        'suite user_last_seen, expectation "every user with access is in the users files '
-        '(else email and display_name are empty)": 1 row',
     ]
-    for line in expected:
-        assert f"data quality: {line}" in summary.warnings
+    assert sorted(summary.warnings) == sorted(f"data quality: {line}" for line in expected)
     text = summary.to_text()
     assert "warning: data quality: suite raw_plans" in text
     checked = sum(len(s["expectations"]) for s in suite_files().values())
