@@ -17,8 +17,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import Landing, build_warehouse, query
+from conftest import Landing, build_warehouse, query, settings_for
 
+from usercounts import pipeline
 from usercounts.build import dbt_args, dbt_env
 from usercounts.load import load_landing
 
@@ -633,6 +634,21 @@ def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> 
         warehouse,
         "select count(*) from marts.plan_user_counts_current where plan_id like 'P_Z%'",
     ) == [(0,)]
+
+
+def test_the_marts_checks_hold_on_every_case(warehouse: Path) -> None:
+    """The critical marts checks (Great Expectations, docs/data-quality.md) pass on the marts
+    of every case here, the threshold edges among them (P_T4 at exactly 80%, P_T5 at
+    exactly its tier): a check stricter than the rule it guards would fail a correct run.
+    validate_marts raises on a critical failure."""
+    settings = settings_for(warehouse.parent, warehouse.parent.parent / "landing")
+    summary = pipeline.RunSummary(as_of=AS_OF)
+    pipeline.validate_marts(settings, summary)
+    assert {check.suite for check in summary.checks} == {
+        "plan_user_counts_current", "plan_user_counts_daily", "plan_user_counts_monthly",
+        "user_last_seen",
+    }  # fmt: skip
+    assert [c.column for c in summary.checks if c.severity == "critical" and not c.success] == []
 
 
 def test_a_row_check_fails_closed(tmp_path: Path) -> None:
