@@ -651,6 +651,31 @@ def test_the_marts_checks_hold_on_every_case(warehouse: Path) -> None:
     assert [c.column for c in summary.checks if c.severity == "critical" and not c.success] == []
 
 
+def test_the_raw_checks_quarantine_what_the_models_quarantine(
+    warehouse: Path, tmp_path: Path
+) -> None:
+    """docs/data-quality.md: the raw checks apply the base models' row rules. On this
+    scenario's accepted spellings (yes and NO, +10, 5.0 with a tab, offsets, spaces and
+    capitals) and its bad rows, each source's quarantined rows are the models' count. (The
+    scenario breaks more rows than a run allows, so the share's limit is lifted here.)"""
+    landing = warehouse.parent.parent / "landing"
+    settings = settings_for(tmp_path / "home", landing, quarantine_max_share=1.0)
+    summary = pipeline.RunSummary(as_of=AS_OF)
+    pipeline.load(settings)
+    pipeline.validate_raw(settings, summary)
+    checked = {
+        check.suite.removeprefix("raw_"): check.unexpected_count
+        for check in summary.checks
+        if check.column == "quarantined_share"
+    }
+    quarantined = {
+        source: query(warehouse, f"select count(*) from quarantine.{source}")[0][0]  # noqa: S608
+        for source in checked
+    }
+    assert checked == quarantined
+    assert len(checked) == 6 and all(quarantined.values())
+
+
 def test_a_row_check_fails_closed(tmp_path: Path) -> None:
     """The quarantine's checks (macros/parsing.sql) pass a row only when every condition is
     false: one that is null fails the row, and a reason built from a null column still names
