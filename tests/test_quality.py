@@ -620,6 +620,10 @@ MART_CASES = [
     (CURRENT, "threshold_status_mismatch_rows", CURRENT, "set threshold_status = 'at_limit'", PB,
      "row"),
     (CURRENT, "daily_mismatch_rows", DAILY, "set user_count = user_count + 1", PB_LAST_DAY, "row"),
+    # More than one case for some checks: each column the check reads, broken alone
+    (CURRENT, "negative_count_rows", CURRENT, "set billable_count = -1", B001, "row"),
+    (CURRENT, "daily_mismatch_rows", DAILY, "set invited_count = invited_count + 1", PB_LAST_DAY,
+     "row"),
     (DAILY, "duplicate_day_rows", DAILY, "duplicate", PB_DAY, "row"),
     (DAILY, "day_gap_rows", DAILY, "delete", PB_DAY, "row"),
     (DAILY, "plans_not_ending_at_as_of", DAILY, "delete", PB_LAST_DAY, "plan"),
@@ -631,6 +635,8 @@ MART_CASES = [
     (MONTHLY, "month_gap_rows", MONTHLY, "delete", PA_FEB, "row"),
     (MONTHLY, "plans_not_ending_at_as_of", MONTHLY, "delete", PA_MAR, "plan"),
     (MONTHLY, "negative_count_rows", MONTHLY, "set billable_count = -1", PA_JAN, "row"),
+    (MONTHLY, "negative_count_rows", MONTHLY, "set users_added = 1, users_removed = -1", PA_JAN,
+     "row"),  # still balanced: 0 + 1 - (-1) = 2
     (MONTHLY, "invited_over_closing_rows", MONTHLY, "set invited_count = 3", PA_JAN, "row"),
     (MONTHLY, "billable_over_closing_rows", MONTHLY, "set billable_count = 3", PA_JAN, "row"),
     (MONTHLY, "unbalanced_rows", MONTHLY, "set users_added = 2", PA_FEB, "row"),
