@@ -314,6 +314,24 @@ def test_suite_files_are_complete_and_consistent() -> None:
         ]
         assert [e["meta"]["severity"] for e in share] == ["critical"]
         assert share[0]["kwargs"]["max_value"] == {"$PARAMETER": "quarantine_max_share"}
+    # every severity as docs/data-quality.md's tables give it
+    for name, suite in suites.items():
+        for expectation in suite["expectations"]:
+            column = expectation["kwargs"]["column"].removeprefix(f"{name}__")
+            assert expectation["meta"]["severity"] == documented_severity(name, column), column
+
+
+def documented_severity(suite: str, column: str) -> str:
+    """The severity docs/data-quality.md gives an expectation ("What is checked")."""
+    if not suite.startswith("raw_"):  # marts: all critical but the users-files one
+        return "warning" if column == "users_without_profile_rows" else "critical"
+    file_level = ("unreadable_files", "empty_files", "files_missing_required_columns")
+    if column in (*file_level, "quarantined_share"):
+        return "critical"
+    if column == "rows_loaded":  # at least one row
+        critical = suite in ("raw_plans", "raw_instances", "raw_access_events")
+        return "critical" if critical else "warning"
+    return "warning"  # optional columns, row rules, agreement, known references
 
 
 def test_a_run_does_not_write_into_the_reviewed_files(baseline: dict[str, Any]) -> None:
