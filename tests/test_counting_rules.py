@@ -592,6 +592,12 @@ def test_malformed_rows_are_quarantined_and_good_rows_count(warehouse: Path) -> 
     assert reasons[3] == "unparseable occurred_at: yesterday"
     assert reasons[4].startswith("TOO MANY COLUMNS")
     assert reasons[5] == "missing occurred_at"
+    # where it is, why, and its values as read: no column of the models' bookkeeping
+    columns = [r[0] for r in query(warehouse, "describe quarantine.access_events")]
+    assert columns == [
+        "file_name", "row_number", "reason", "event_id", "instance_id", "user_id", "action",
+        "occurred_at", "occurred_at_text", "raw_line",
+    ]  # fmt: skip
     # a quarantined row keeps its values as read, the unparseable one's text included
     kept = query(
         warehouse,
