@@ -649,6 +649,7 @@ MART_CASES = [
     (DAILY, "duplicate_day_rows", DAILY, "duplicate", PB_DAY, "row"),
     (DAILY, "day_gap_rows", DAILY, "delete", PB_DAY, "row"),
     (DAILY, "plans_not_ending_at_as_of", DAILY, "delete", PB_LAST_DAY, "plan"),
+    (DAILY, "plans_not_ending_at_as_of", DAILY, "copy to the next day", PB_LAST_DAY, "plan"),
     (DAILY, "negative_count_rows", DAILY, "set invited_count = -1", PB_DAY, "row"),
     (DAILY, "non_positive_tier_rows", DAILY, "set user_tier = 0", PB_DAY, "row"),
     (DAILY, "invited_over_user_count_rows", DAILY, "set invited_count = user_count + 1", PB_DAY,
@@ -675,10 +676,15 @@ MART_CASES = [
 
 
 def edit_mart(con: duckdb.DuckDBPyConnection, mart: str, change: str, where: str) -> None:
-    """Duplicate, delete or update (`set ...`) some rows of a built mart (test constants only)."""
+    """Duplicate, copy to the next day, delete or update (`set ...`) some rows of a built mart
+    (test constants only)."""
     table = f"marts.{mart}"
     if change == "duplicate":
         con.execute(f"insert into {table} select * from {table} where {where}")  # noqa: S608
+    elif change == "copy to the next day":
+        con.execute(
+            f"insert into {table} select * replace (day + 1 as day) from {table} where {where}"  # noqa: S608
+        )
     elif change == "delete":
         con.execute(f"delete from {table} where {where}")  # noqa: S608
     else:
