@@ -726,6 +726,18 @@ def test_the_built_marts_are_as_worked_out_by_hand(baseline: dict[str, Any]) -> 
     ) == [(date(2024, 1, 15), AS_OF, 77)]
 
 
+def test_users_per_plan_are_compared_both_ways(baseline: dict[str, Any], tmp_path: Path) -> None:
+    """A user moved in user_last_seen to a plan the current mart lacks: that plan (0 users in
+    current) and PB (one user short) both mismatch (the mart cases break one side only)."""
+    settings = copy_home(baseline["settings"], tmp_path / "home", tmp_path / "unused")
+    with workdb.connect(settings.work_path) as con:
+        edit_mart(con, LAST_SEEN, "set plan_id = 'ZZ'", PB_USER)
+    summary = pipeline.RunSummary(as_of=AS_OF)
+    with pytest.raises(RunFailed), pipeline.failure_recorded(settings, summary):
+        pipeline.validate_marts(settings, summary)
+    assert failed_criticals(summary)[(LAST_SEEN, "plans_with_count_mismatch")] == 2
+
+
 @pytest.mark.parametrize(
     ("suite", "column", "mart", "change", "where", "unit"),
     MART_CASES,
