@@ -23,15 +23,18 @@ from dataclasses import dataclass, field
 from datetime import date
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
 
-from usercounts import pipeline
+from usercounts import pipeline, workdb
 from usercounts.build import DBT_PROJECT_FILES
 from usercounts.config import PROJECT_ROOT, Settings, quiet_tool_defaults
 from usercounts.load import SOURCE_COLUMNS
+
+if TYPE_CHECKING:
+    from usercounts.quality import CheckResult
 
 quiet_tool_defaults()
 
@@ -116,6 +119,17 @@ def landing(tmp_path: Path) -> Landing:
 def settings_for(home: Path, landing: Path, **extra: Any) -> Settings:
     """Settings whose every file lives under home (a test's own data folder)."""
     return Settings(landing=landing, database=home / "warehouse.duckdb", **extra)
+
+
+def raw_checks(home: Path, landing: Path, as_of: date, **extra: Any) -> list[CheckResult]:
+    """Load a landing folder into a new working database under home and run the raw checks
+    on it, as a run does before dbt."""
+    settings = settings_for(home, landing, **extra)
+    summary = pipeline.RunSummary(as_of=as_of)
+    workdb.remove(settings.work_path)
+    pipeline.load(settings)
+    pipeline.validate_raw(settings, summary)
+    return summary.checks
 
 
 def build_warehouse(

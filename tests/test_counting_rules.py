@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import Landing, build_warehouse, query, settings_for
+from conftest import Landing, build_warehouse, query, raw_checks, settings_for
 
 from usercounts import pipeline
 from usercounts.build import dbt_args, dbt_env
@@ -665,13 +665,10 @@ def test_the_raw_checks_quarantine_what_the_models_quarantine(
     capitals) and its bad rows, each source's quarantined rows are the models' count. (The
     scenario breaks more rows than a run allows, so the share's limit is lifted here.)"""
     landing = warehouse.parent.parent / "landing"
-    settings = settings_for(tmp_path / "home", landing, quarantine_max_share=1.0)
-    summary = pipeline.RunSummary(as_of=AS_OF)
-    pipeline.load(settings)
-    pipeline.validate_raw(settings, summary)
+    checks = raw_checks(tmp_path / "home", landing, AS_OF, quarantine_max_share=1.0)
     checked = {
         check.suite.removeprefix("raw_"): check.unexpected_count
-        for check in summary.checks
+        for check in checks
         if check.column == "quarantined_share"
     }
     quarantined = {
