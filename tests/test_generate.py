@@ -54,11 +54,7 @@ def _digests(root: Path) -> dict[str, str]:
 
 def _read_csv(root: Path, source: str) -> list[dict[str, str]]:
     """All rows of a CSV source folder."""
-    rows: list[dict[str, str]] = []
-    for path in sorted((root / source).glob("*.csv")):
-        with path.open(newline="", encoding="utf-8") as f:
-            rows.extend(csv.DictReader(f))
-    return rows
+    return [row for path in sorted((root / source).glob("*.csv")) for row in _read_csv_file(path)]
 
 
 def _read_csv_file(path: Path) -> list[dict[str, str]]:
