@@ -158,6 +158,8 @@ def write_warnings(landing: Landing) -> None:
             {"user_id": "x1", "account_type": ""},
             {"user_id": "x2", "account_type": "robot"},
             {"user_id": "x3", "account_type": "app", "is_billable": "maybe"},
+            # b000's profile again, blank: still in the users files (no warning)
+            {"user_id": "b000", "account_type": "app", "email": "", "display_name": ""},
         ],
         name="users_02.csv",
     )

@@ -10,6 +10,20 @@ current_counts as (
     select * from marts.plan_user_counts_current
 ),
 
+users as (
+    select user_id from staging.stg_landing__users
+),
+
+-- Rows of users the users files lack. The mart leaves their email and name empty, but a users
+-- row may leave both blank too (an app account): those users are in the files. Filtering on
+-- the empty fields first keeps the join to the few rows that can be missing.
+rows_without_profile as (
+    select last_seen.user_id
+    from last_seen
+    anti join users on last_seen.user_id = users.user_id
+    where last_seen.email is null and last_seen.display_name is null
+),
+
 users_per_plan as (
     select
         plan_id,
@@ -33,7 +47,7 @@ rules as (
             as unknown_status_rows,
         count(*) filter (where days_since_last_seen < 0) as negative_days_rows,
         (select count(*) from count_mismatches) as plans_with_count_mismatch,
-        count(*) filter (where email is null and display_name is null) as users_without_profile_rows
+        (select count(*) from rows_without_profile) as users_without_profile_rows
     from last_seen
 )
 
