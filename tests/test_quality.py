@@ -148,6 +148,7 @@ def write_warnings(landing: Landing) -> None:
             {"instance_id": "X1", "plan_id": ""},
             {"instance_id": "IX", "plan_id": "NO_SUCH_PLAN"},  # unknown plan
             {"instance_id": "I249", "plan_id": "B248"},  # a second plan for I249
+            {"instance_id": "IX8", "plan_id": "X8"},  # X8's only row is quarantined: unknown
         ],
         name="instances_02.csv",
     )
@@ -405,7 +406,10 @@ def test_warnings_do_not_fail_the_run_and_are_in_the_summary(baseline: dict[str,
             "user_tier is greater than 0", "renewal_date, when given, parses as a date",
             "updated_at is present", "updated_at parses as a timestamp",
         ],
-        "raw_instances": ["instance_id is present", "plan_id is present"],
+        "raw_instances": [
+            "instance_id is present", "plan_id is present",
+            "every instance's plan_id is in the plans files, in a row that is not quarantined",
+        ],
         "raw_users": [
             "user_id is present", "account_type is present",
             "account_type is atlassian, app or customer",
@@ -430,7 +434,11 @@ def test_warnings_do_not_fail_the_run_and_are_in_the_summary(baseline: dict[str,
             "are empty)",
         ],
     }  # fmt: skip
-    twice = ["user_tier is a whole number", rules["raw_access_events"][-1]]
+    twice = [
+        "user_tier is a whole number",
+        rules["raw_instances"][-1],
+        rules["raw_access_events"][-1],
+    ]
     expected = [
         f'suite {suite}, expectation "{rule}": ' + ("2 rows" if rule in twice else "1 row")
         for suite, names in rules.items()

@@ -85,3 +85,59 @@ select
     ) as quarantined_share
 from query_table(rules_name) as rules
 cross join landing_files(source_name, required_columns) as files;
+
+-- Every raw.plans row as base_landing__plans.sql reads it, with a flag per row rule and
+-- whether the row is quarantined: raw_plans counts the rules; raw_instances knows a plan
+-- by its usable rows only, as the models do.
+create or replace temp macro checked_plan_rows() as table
+with
+
+plans as (
+    select
+        present(plan_id) as plan_id,
+        present(org_id) as org_id,
+        lower(present(plan_type)) as plan_type,
+        lower(present(billing_cycle)) as billing_cycle,
+        present(user_tier) as user_tier_text,
+        case
+            when regexp_full_match(present(user_tier), '\s*[+-]?[0-9]+([.]0*)?\s*')
+                then try_cast(present(user_tier) as bigint)
+        end as user_tier,
+        present(renewal_date) as renewal_date_text,
+        try_cast(present(renewal_date) as date) as renewal_date,
+        present(updated_at) as updated_at_text,
+        try_cast(present(updated_at) as timestamptz) as updated_at
+    from raw.plans
+),
+
+flagged as (
+    select
+        *,
+        plan_id is null as is_missing_plan_id,
+        org_id is null as is_missing_org_id,
+        plan_type is null as is_missing_plan_type,
+        coalesce(plan_type not in ('product', 'marketplace_app', 'guard_standard'), false)
+            as is_unknown_plan_type,
+        billing_cycle is null as is_missing_billing_cycle,
+        coalesce(billing_cycle not in ('annual', 'monthly'), false) as is_unknown_billing_cycle,
+        user_tier_text is null as is_missing_user_tier,
+        user_tier_text is not null and user_tier is null as is_unparseable_user_tier,
+        coalesce(user_tier <= 0, false) as is_non_positive_user_tier,
+        renewal_date_text is not null and renewal_date is null as is_unparseable_renewal_date,
+        updated_at_text is null as is_missing_updated_at,
+        updated_at_text is not null and updated_at is null as is_unparseable_updated_at
+    from plans
+),
+
+checked as (
+    select
+        *,
+        is_missing_plan_id or is_missing_org_id or is_missing_plan_type or is_unknown_plan_type
+        or is_missing_billing_cycle or is_unknown_billing_cycle or is_missing_user_tier
+        or is_unparseable_user_tier or is_non_positive_user_tier
+        or is_unparseable_renewal_date or is_missing_updated_at
+        or is_unparseable_updated_at as is_quarantined
+    from flagged
+)
+
+select * from checked;

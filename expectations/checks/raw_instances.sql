@@ -10,9 +10,12 @@ instances as (
     from raw.instances
 ),
 
+-- A plan whose rows are all quarantined is not counted, so it is no plan here either (as
+-- raw_access_events knows an instance by its usable rows only).
 plans as (
-    select distinct present(plan_id) as plan_id
-    from raw.plans
+    select distinct plan_id
+    from checked_plan_rows()
+    where not is_quarantined
 ),
 
 flagged as (
