@@ -555,9 +555,14 @@ def test_purge_sweeps_unlisted_old_files(settings: Settings) -> None:
 def test_the_nightly_run_purges_expired_exports(
     settings: Settings, tmp_path: Path, prefect_api_url: str
 ) -> None:
-    """The real `usercounts run` deletes an export whose expiry has passed."""
+    """The real `usercounts run` deletes an export whose expiry has passed, and says in its
+    summary that it left one written with --out that someone has changed since
+    (docs/export.md)."""
     created = datetime.now(UTC) - timedelta(hours=30)
     [result], _ = export_plans(settings, ["P1"], now=created)
+    replaced = tmp_path / "replaced.csv"
+    export_plans(settings, ["P1"], out=replaced, now=created)
+    replaced.write_text("someone else's file now\n")
     landing = Landing(tmp_path / "landing")
     # The smallest landing that passes the data-quality checks: a plan, an instance, an event.
     landing.write("plans", [landing.plan("Z1", 5)])
@@ -583,6 +588,10 @@ def test_the_nightly_run_purges_expired_exports(
     assert done.returncode == 0, done.stderr
     assert not result.path.exists()
     assert read_entries(settings.exports_path) == []
+    assert replaced.exists()
+    assert (
+        f"  warning: expired export {replaced} changed since it was written: not deleted\n"
+    ) in done.stdout
 
 
 # --- users to remove, inactive candidates ----------------------------------------------
