@@ -650,6 +650,10 @@ MART_CASES = [
     (CURRENT, "daily_mismatch_rows", DAILY, "set user_count = user_count + 1", PB_LAST_DAY, "row"),
     # More than one case for some checks: each column the check reads, broken alone
     (CURRENT, "negative_count_rows", CURRENT, "set billable_count = -1", B001, "row"),
+    # a missing count fails the counts check (it fails closed) and no other
+    (CURRENT, "negative_count_rows", CURRENT, "set user_count = null", B001, "row"),
+    (DAILY, "negative_count_rows", DAILY, "set user_count = null", PB_DAY, "row"),
+    (MONTHLY, "negative_count_rows", MONTHLY, "set invited_count = null", PA_JAN, "row"),
     (CURRENT, "daily_mismatch_rows", DAILY, "set invited_count = invited_count + 1", PB_LAST_DAY,
      "row"),
     (DAILY, "duplicate_day_rows", DAILY, "duplicate", PB_DAY, "row"),

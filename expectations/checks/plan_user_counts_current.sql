@@ -23,9 +23,11 @@ rules as (
             select count(*) from plans
             where plan_id not in (select plan_id from current_counts)
         ) as missing_plans,
-        count(*) filter (where
-            user_count < 0 or invited_count < 0 or billable_count < 0 or non_billable_count < 0
-        ) as negative_count_rows,
+        -- fails closed: a missing count is counted, not passed over (null < 0 is null)
+        count(*) filter (where (
+            user_count >= 0 and invited_count >= 0 and billable_count >= 0
+            and non_billable_count >= 0
+        ) is not true) as negative_count_rows,
         count(*) filter (where user_tier is null or user_tier <= 0) as non_positive_tier_rows,
         count(*) filter (where invited_count > user_count) as invited_over_user_count_rows,
         count(*) filter (where billable_count > user_count) as billable_over_user_count_rows,

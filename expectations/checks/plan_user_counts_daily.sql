@@ -32,7 +32,9 @@ rules as (
             select count(*) from plan_spans
             where last_day <> cast($as_of_date as date)
         ) as plans_not_ending_at_as_of,
-        count(*) filter (where user_count < 0 or invited_count < 0) as negative_count_rows,
+        -- fails closed: a missing count is counted, not passed over (null < 0 is null)
+        count(*) filter (where (user_count >= 0 and invited_count >= 0) is not true)
+            as negative_count_rows,
         count(*) filter (where user_tier is null or user_tier <= 0) as non_positive_tier_rows,
         count(*) filter (where invited_count > user_count) as invited_over_user_count_rows
     from sequenced

@@ -35,10 +35,11 @@ rules as (
             select count(*) from plan_spans
             where last_month <> cast(date_trunc('month', cast($as_of_date as date)) as date)
         ) as plans_not_ending_at_as_of,
-        count(*) filter (where
-            closing_balance < 0 or users_added < 0 or users_removed < 0
-            or invited_count < 0 or billable_count < 0
-        ) as negative_count_rows,
+        -- fails closed: a missing count is counted, not passed over (null < 0 is null)
+        count(*) filter (where (
+            closing_balance >= 0 and users_added >= 0 and users_removed >= 0
+            and invited_count >= 0 and billable_count >= 0
+        ) is not true) as negative_count_rows,
         count(*) filter (where invited_count > closing_balance) as invited_over_closing_rows,
         count(*) filter (where billable_count > closing_balance) as billable_over_closing_rows,
         count(*) filter (where
