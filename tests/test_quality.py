@@ -27,6 +27,7 @@ from conftest import (
 )
 
 from usercounts import pipeline, quality, workdb
+from usercounts.build import run_dbt
 from usercounts.config import Settings
 from usercounts.errors import RunFailed
 from usercounts.load import SOURCE_COLUMNS
@@ -746,6 +747,24 @@ def test_users_per_plan_are_compared_both_ways(baseline: dict[str, Any], tmp_pat
     with pytest.raises(RunFailed), pipeline.failure_recorded(settings, summary):
         pipeline.validate_marts(settings, summary)
     assert failed_criticals(summary)[(LAST_SEEN, "plans_with_count_mismatch")] == 2
+
+
+def test_counted_users_are_compared_with_the_current_counts_both_ways(
+    baseline: dict[str, Any], tmp_path: Path
+) -> None:
+    """dbt's test assert_counted_users_match_plan_counts fails on a counted_users row of a plan
+    the current mart lacks, not only on a plan the current mart has (a one-sided join passed
+    it)."""
+    settings = copy_home(baseline["settings"], tmp_path / "home", tmp_path / "unused")
+    with workdb.connect(settings.work_path) as con:
+        con.execute(
+            "insert into marts.counted_users select * replace ('GHOST' as plan_id) "
+            "from marts.counted_users where plan_id = 'PB' limit 1"
+        )
+    with pytest.raises(RunFailed, match=r"dbt test failed: assert_counted_users_match_plan_counts"):
+        run_dbt(
+            "test", settings.work_path, AS_OF, "--select", "assert_counted_users_match_plan_counts"
+        )
 
 
 @pytest.mark.parametrize(

@@ -20,17 +20,19 @@ listed as (
     group by plan_id
 ),
 
+-- Compared both ways: a plan listed in counted_users but missing from the current counts
+-- fails too.
 final as (
     select
-        current_counts.plan_id,
+        coalesce(current_counts.plan_id, listed.plan_id) as plan_id,
         current_counts.user_count,
         listed.user_count as listed_user_count
     from current_counts
-    left join listed on current_counts.plan_id = listed.plan_id
+    full outer join listed on current_counts.plan_id = listed.plan_id
     where
-        coalesce(listed.user_count, 0) <> current_counts.user_count
-        or coalesce(listed.invited_count, 0) <> current_counts.invited_count
-        or coalesce(listed.billable_count, 0) <> current_counts.billable_count
+        coalesce(listed.user_count, 0) <> coalesce(current_counts.user_count, 0)
+        or coalesce(listed.invited_count, 0) <> coalesce(current_counts.invited_count, 0)
+        or coalesce(listed.billable_count, 0) <> coalesce(current_counts.billable_count, 0)
 )
 
 select * from final
