@@ -157,7 +157,8 @@ class Settings(BaseSettings):
         name = self.work_path.name.lstrip(".").split(".")[0]
         if name.lower() in (MARTS_ALIAS, STATE_ALIAS):
             raise ValueError(
-                f"the warehouse file name {self.published_path.name!r} cannot be used: DuckDB "
+                f"the warehouse file name {self.published_path.name!r} (--database or "
+                f"USERCOUNTS_DATABASE) cannot be used: DuckDB "
                 f"would name its working database {name!r}, a name the run gives one of its "
                 "own files; choose another file name"
             )
