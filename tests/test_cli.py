@@ -232,8 +232,8 @@ def test_a_warehouse_name_the_run_uses_for_its_own_files_is_refused_at_once(
     clash = name.split(".")[0]
     assert result.stderr.strip().splitlines()[-1] == (
         f"usercounts: error: invalid settings: the warehouse file name {name!r} (--database "
-        f"or USERCOUNTS_DATABASE) cannot be used: DuckDB would name its working database {clash!r}, a name the run gives one "
-        "of its own files; choose another file name"
+        "or USERCOUNTS_DATABASE) cannot be used: DuckDB would name its working database "
+        f"{clash!r}, a name the run gives one of its own files; choose another file name"
     )
     assert not database.parent.exists()
 
