@@ -29,7 +29,7 @@ import duckdb
 import pytest
 
 from usercounts import pipeline, workdb
-from usercounts.build import DBT_PROJECT_FILES
+from usercounts.build import DBT_PROJECT_FILES, dbt_home
 from usercounts.config import PROJECT_ROOT, Settings, quiet_tool_defaults
 from usercounts.load import SOURCE_COLUMNS
 
@@ -142,6 +142,23 @@ def build_warehouse(
     settings = settings_for(home, landing, **extra)
     pipeline.load_build_publish(settings, as_of, full_refresh)
     return settings
+
+
+def singular_test_rows(work_path: Path, test_name: str, *edits: str) -> int:
+    """The rows dbt's singular test tests/dbt/<test_name>.sql returns after the edits: its SQL
+    as the working database's last dbt build compiled it, run in a transaction that is then
+    rolled back (dbt fails the test when it returns any row). Faster than a `dbt test` per
+    case: test_quality runs one real `dbt test` to show a failure stops the run."""
+    compiled = dbt_home(work_path) / "target" / "compiled" / "usercounts" / "tests" / "dbt"
+    sql = (compiled / f"{test_name}.sql").read_text()
+    with workdb.connect(work_path) as con:
+        con.execute("begin transaction")
+        try:
+            for edit in edits:
+                con.execute(edit)
+            return len(con.execute(sql).fetchall())
+        finally:
+            con.execute("rollback")
 
 
 def query(database: Path, sql: str, params: list[Any] | None = None) -> list[tuple]:

@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Landing, Recorder, build_warehouse, free_port, query, run_cli, smtp_server
+from conftest import (
+    Landing,
+    Recorder,
+    build_warehouse,
+    free_port,
+    query,
+    run_cli,
+    singular_test_rows,
+    smtp_server,
+)
 
 from usercounts.config import Settings
 from usercounts.export import ExportRefused, ExportResult, Plan, export_plans, ready_message
@@ -605,6 +614,39 @@ def test_users_to_remove_at_the_boundaries(warehouse: Settings) -> None:
         "from marts.plan_user_counts_current where org_id = 'O2' order by user_count",
     )
     assert rows == [("B7", 7, 0, 0), ("B8", 8, 1, 0), ("B10", 10, 3, 0), ("B12", 12, 5, 2)]
+
+
+REMOVALS = "assert_users_to_remove_are_minimal"
+CANDIDATES = "assert_inactive_candidates_most_inactive_first"
+# (dbt singular test, an edit of the built marts): each breaks one clause of the test alone.
+# B8: 8 of 10 users, 1 to remove for 80%; B10: 10 of 10, 3 for 80% (8 is exactly 80%, not
+# under it), 0 for the limit; B12: 12 of 10, 2 for the limit, and 7 inactive candidates.
+SINGULAR_CASES = [
+    (REMOVALS, "update marts.plan_user_counts_current set users_to_remove_for_80 = 2 "
+     "where plan_id = 'B8'"),  # more than the fewest
+    (REMOVALS, "update marts.plan_user_counts_current set users_to_remove_for_80 = 2 "
+     "where plan_id = 'B10'"),  # not enough
+    (REMOVALS, "update marts.plan_user_counts_current set users_to_remove_for_limit = 1 "
+     "where plan_id = 'B10'"),  # more than the fewest
+    (REMOVALS, "update marts.plan_user_counts_current set users_to_remove_for_limit = 1 "
+     "where plan_id = 'B12'"),  # not enough
+    # the running total in reverse: the least inactive first
+    (CANDIDATES, "update marts.inactive_user_candidates set cumulative_users = "
+     "8 - cumulative_users where plan_id = 'B12'"),
+    # the running total no longer ends at the number of candidates
+    (CANDIDATES, "delete from marts.inactive_user_candidates "
+     "where plan_id = 'B12' and cumulative_users = 1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("test_name", "edit"), SINGULAR_CASES)
+def test_each_clause_of_the_singular_dbt_tests_fails_them(
+    warehouse: Settings, test_name: str, edit: str
+) -> None:
+    """A dbt singular test passes on the real build and fails once one of its clauses is broken
+    (none of these tests was given bad data before)."""
+    assert singular_test_rows(warehouse.work_path, test_name) == 0
+    assert singular_test_rows(warehouse.work_path, test_name, edit) >= 1
 
 
 def test_inactive_candidates_most_inactive_first(warehouse: Settings) -> None:

@@ -23,6 +23,7 @@ from conftest import (
     raw_checks,
     run_cli,
     settings_for,
+    singular_test_rows,
     validations_without_page,
 )
 
@@ -651,6 +652,7 @@ MART_CASES = [
     (CURRENT, "daily_mismatch_rows", DAILY, "set user_count = user_count + 1", PB_LAST_DAY, "row"),
     # More than one case for some checks: each column the check reads, broken alone
     (CURRENT, "negative_count_rows", CURRENT, "set billable_count = -1", B001, "row"),
+    (CURRENT, "negative_count_rows", CURRENT, "set invited_count = -1", B001, "row"),
     # a missing count fails the counts check (it fails closed) and no other
     (CURRENT, "negative_count_rows", CURRENT, "set user_count = null", B001, "row"),
     (DAILY, "negative_count_rows", DAILY, "set user_count = null", PB_DAY, "row"),
@@ -765,6 +767,60 @@ def test_counted_users_are_compared_with_the_current_counts_both_ways(
         run_dbt(
             "test", settings.work_path, AS_OF, "--select", "assert_counted_users_match_plan_counts"
         )
+
+
+@pytest.mark.parametrize("change", ["set closing_balance = -1", "set users_added = -1"])
+def test_a_negative_monthly_figure_fails_the_counts_check(
+    baseline: dict[str, Any], tmp_path: Path, change: str
+) -> None:
+    """A negative closing balance or users added fails "counts are present and not negative".
+    It unbalances PA's month too (its figures never fall), so that check is not the only one
+    failing, and MART_CASES, one failure each, cannot hold it."""
+    settings = copy_home(baseline["settings"], tmp_path / "home", tmp_path / "unused")
+    with workdb.connect(settings.work_path) as con:
+        edit_mart(con, MONTHLY, change, PA_JAN)
+    summary = pipeline.RunSummary(as_of=AS_OF)
+    with pytest.raises(RunFailed), pipeline.failure_recorded(settings, summary):
+        pipeline.validate_marts(settings, summary)
+    assert failed_criticals(summary)[(MONTHLY, "negative_count_rows")] == 1
+
+
+COUNTED_USERS, MONTHS = "assert_counted_users_match_plan_counts", "assert_months_contiguous"
+CLOSING = "assert_monthly_closing_matches_daily"
+# (dbt singular test, an edit of the built tables): each breaks one clause of the test alone.
+# PB: 200 users, all active and billable; PA's months close at 2, 2, 3.
+SINGULAR_CASES = [
+    # a plan with users counted that counted_users does not list
+    (COUNTED_USERS, "delete from marts.counted_users where plan_id = 'PB'"),
+    (COUNTED_USERS, "update marts.counted_users set access_status = 'invited' "
+     "where plan_id = 'PB' and user_id = 'b005'"),
+    (COUNTED_USERS, "update marts.counted_users set is_billable = false "
+     "where plan_id = 'PB' and user_id = 'b005'"),
+    # one more user listed, active and not billable: only the user count differs
+    (COUNTED_USERS, "insert into marts.counted_users select * replace ('zz' as user_id, false "
+     "as is_billable) from marts.counted_users where plan_id = 'PB' and user_id = 'b005'"),
+    (CLOSING, "update marts.plan_user_counts_monthly set closing_balance = 3 "
+     "where plan_id = 'PA' and month = '2024-02-01'"),
+    (CLOSING, "update marts.plan_user_counts_monthly set closing_balance = 4 "
+     "where plan_id = 'PA' and month = '2024-03-01'"),  # the month of D, not complete
+    (MONTHS, "delete from marts.plan_user_counts_monthly "
+     "where plan_id = 'PA' and month = '2024-02-01'"),  # a gap
+    (MONTHS, "delete from marts.plan_user_counts_monthly "
+     "where plan_id = 'PA' and month = '2024-03-01'"),  # ends before the month of D
+    ("assert_tier_ladder_rows_unique",
+     "insert into seeds.tier_ladder select * from seeds.tier_ladder limit 1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("test_name", "edit"), SINGULAR_CASES)
+def test_each_clause_of_the_singular_dbt_tests_fails_them(
+    baseline: dict[str, Any], test_name: str, edit: str
+) -> None:
+    """A dbt singular test passes on the real build and returns one failing row once one of its
+    clauses is broken (none of these tests was given bad data before)."""
+    work = baseline["settings"].work_path
+    assert singular_test_rows(work, test_name) == 0
+    assert singular_test_rows(work, test_name, edit) == 1
 
 
 @pytest.mark.parametrize(
