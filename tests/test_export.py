@@ -643,8 +643,8 @@ SINGULAR_CASES = [
 def test_each_clause_of_the_singular_dbt_tests_fails_them(
     warehouse: Settings, test_name: str, edit: str
 ) -> None:
-    """A dbt singular test passes on the real build and fails once one of its clauses is broken
-    (none of these tests was given bad data before)."""
+    """A dbt singular test passes on the real build and fails once one of its clauses is
+    broken."""
     assert singular_test_rows(warehouse.work_path, test_name) == 0
     assert singular_test_rows(warehouse.work_path, test_name, edit) >= 1
 

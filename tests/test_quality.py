@@ -817,7 +817,7 @@ def test_each_clause_of_the_singular_dbt_tests_fails_them(
     baseline: dict[str, Any], test_name: str, edit: str
 ) -> None:
     """A dbt singular test passes on the real build and returns one failing row once one of its
-    clauses is broken (none of these tests was given bad data before)."""
+    clauses is broken."""
     work = baseline["settings"].work_path
     assert singular_test_rows(work, test_name) == 0
     assert singular_test_rows(work, test_name, edit) == 1
