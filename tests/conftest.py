@@ -29,7 +29,7 @@ import duckdb
 import pytest
 
 from usercounts import pipeline, workdb
-from usercounts.build import DBT_PROJECT_FILES, dbt_home
+from usercounts.build import DBT_PROJECT_FILES, dbt_target
 from usercounts.config import PROJECT_ROOT, Settings, quiet_tool_defaults
 from usercounts.load import SOURCE_COLUMNS
 
@@ -149,7 +149,7 @@ def singular_test_rows(work_path: Path, test_name: str, *edits: str) -> int:
     as the working database's last dbt build compiled it, run in a transaction that is then
     rolled back (dbt fails the test when it returns any row). Faster than a `dbt test` per
     case: test_quality runs one real `dbt test` to show a failure stops the run."""
-    compiled = dbt_home(work_path) / "target" / "compiled" / "usercounts" / "tests" / "dbt"
+    compiled = dbt_target(work_path) / "compiled" / "usercounts" / "tests" / "dbt"
     sql = (compiled / f"{test_name}.sql").read_text()
     with workdb.connect(work_path) as con:
         con.execute("begin transaction")

@@ -27,7 +27,7 @@ from conftest import (
 from test_incremental import D1, D2, night_1
 
 from usercounts import pipeline, workdb
-from usercounts.build import dbt_home, prestart_dbt, start_dbt_child
+from usercounts.build import dbt_home, dbt_target, prestart_dbt, start_dbt_child
 from usercounts.dbt_child import PARSED_IN_ADVANCE
 from usercounts.errors import RunFailed
 
@@ -48,7 +48,7 @@ def test_a_build_on_the_parse_made_during_the_load_equals_one_that_parses(
     night_1(landing)
     settings = settings_for(tmp_path / "advance", landing.root)
     # dbt's last step of a parse; its first run in this folder has none to read
-    partial_parse = dbt_home(settings.work_path) / "target" / "partial_parse.msgpack"
+    partial_parse = dbt_target(settings.work_path) / "partial_parse.msgpack"
     # The parse opens no database: it finishes while another connection writes the
     # working database, as the load's does.
     settings.work_path.parent.mkdir(parents=True)
@@ -135,13 +135,13 @@ from datetime import date
 from pathlib import Path
 
 from usercounts import pipeline
-from usercounts.build import dbt_home, prestart_dbt
+from usercounts.build import dbt_target, prestart_dbt
 from usercounts.config import PROJECT_ROOT, Settings
 
 settings = Settings(landing=Path(sys.argv[1]), database=Path(sys.argv[2]))
 as_of = date.fromisoformat(sys.argv[3])
 prestart_dbt(settings.work_path, as_of, settings.inactive_days)
-partial_parse = dbt_home(settings.work_path) / "target" / "partial_parse.msgpack"
+partial_parse = dbt_target(settings.work_path) / "partial_parse.msgpack"
 while not partial_parse.exists():
     time.sleep(0.1)
 if sys.argv[4] == "edit":
@@ -162,7 +162,7 @@ def test_a_model_edited_after_the_parse_in_advance_is_parsed_again(
         out = run_in_project(
             project, EDIT_AFTER_THE_PARSE, str(landing.root), str(database), D1.isoformat(), edit
         )
-        compiled = dbt_home(database.with_name(".warehouse.work.duckdb")) / "target" / "compiled"
+        compiled = dbt_target(database.with_name(".warehouse.work.duckdb")) / "compiled"
         built = (compiled / "usercounts/models/marts/plan_instances.sql").read_text()
         return out.strip().splitlines()[-1], built
 

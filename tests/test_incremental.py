@@ -43,7 +43,7 @@ from conftest import (
 from test_counting_rules import ev
 
 from usercounts import incremental, pipeline, quality, workdb
-from usercounts.build import dbt_home, run_dbt
+from usercounts.build import dbt_target, run_dbt
 from usercounts.load import landing_changes, landing_files, load_landing
 
 D1, D2, D3 = date(2025, 1, 31), date(2025, 2, 28), date(2025, 3, 31)
@@ -181,7 +181,7 @@ def nights(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def seeds_in_last_build(home: Path) -> list[str]:
     """The seeds the last dbt build in this data folder loaded (dbt's run_results.json)."""
     work_path = home / ".warehouse.work.duckdb"
-    results = json.loads((dbt_home(work_path) / "target" / "run_results.json").read_text())
+    results = json.loads((dbt_target(work_path) / "run_results.json").read_text())
     return sorted(
         r["unique_id"].split(".")[-1]
         for r in results["results"]

@@ -54,19 +54,23 @@ def dbt_home(work_path: Path) -> Path:
     return work_path.parent / f"{work_path.stem}.dbt"
 
 
+def dbt_target(work_path: Path) -> Path:
+    """dbt's target folder for one working database: manifest, run results, compiled SQL."""
+    return dbt_home(work_path) / "target"
+
+
 def dbt_args(command: str, work_path: Path, *extra: str) -> list[str]:
     """The dbt command line for this project, with per-database target and log folders.
 
     The as-of date and N are not on it: dbt_env passes them in the environment (see
     macros/as_of.sql), because a changed `--vars` makes dbt re-parse the whole project.
     """
-    target = dbt_home(work_path)
     return [
         command,
         "--project-dir", str(PROJECT_ROOT),
         "--profiles-dir", str(PROJECT_ROOT),
-        "--target-path", str(target / "target"),
-        "--log-path", str(target / "logs"),
+        "--target-path", str(dbt_target(work_path)),
+        "--log-path", str(dbt_home(work_path) / "logs"),
         *extra,
     ]  # fmt: skip
 
@@ -202,15 +206,15 @@ def run_dbt(
     dbt runs in a child process: dbt-duckdb keeps its database open for the life of the
     process, and the run must reopen the working file (and readers must see it closed).
     """
+    results_file = dbt_target(work_path) / "run_results.json"
     # never read an earlier (or a killed) run's results
-    (dbt_home(work_path) / "target" / "run_results.json").unlink(missing_ok=True)
+    results_file.unlink(missing_ok=True)
     env = dbt_env(work_path, as_of, inactive_days)
     args = ["--quiet", "--no-use-colors", *dbt_args(command, work_path, *extra)]
     returncode, output = _take_dbt_child().run(args, env)
     parsed_in_advance = PARSED_IN_ADVANCE in output
     # out of the output an error message quotes the last line of
     output = output.replace(PARSED_IN_ADVANCE + "\n", "")
-    results_file = dbt_home(work_path) / "target" / "run_results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     statuses: dict[str, int] = {}
     timings: list[tuple[str, float]] = []
