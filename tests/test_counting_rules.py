@@ -20,7 +20,7 @@ import pytest
 from conftest import Landing, build_warehouse, query, raw_checks, settings_for
 
 from usercounts import pipeline
-from usercounts.build import dbt_args, dbt_env
+from usercounts.build import dbt_args, dbt_env, dbt_folder
 from usercounts.load import load_landing
 
 AS_OF = date(2025, 6, 30)
@@ -697,6 +697,7 @@ def test_a_row_check_fails_closed(tmp_path: Path) -> None:
     proc = subprocess.run(
         [str(dbt), "--quiet", *args],
         env=dbt_env(work_path, AS_OF),
+        cwd=dbt_folder(work_path),
         capture_output=True,
         text=True,
         timeout=300,

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from conftest import (
+    SHARED_PARSE,
     Landing,
     canonical_dump,
     copy_project,
@@ -30,6 +31,13 @@ from usercounts import pipeline, workdb
 from usercounts.build import dbt_home, dbt_target, prestart_dbt, start_dbt_child
 from usercounts.dbt_child import PARSED_IN_ADVANCE
 from usercounts.errors import RunFailed
+
+
+@pytest.fixture(autouse=True)
+def parse_kept_in_the_data_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a run keeps it: in the target folder of its working database (conftest shares one
+    parse between the tests' folders)."""
+    monkeypatch.delenv(SHARED_PARSE, raising=False)
 
 
 def dbt_log_counts(work_path: Path) -> dict[str, int]:

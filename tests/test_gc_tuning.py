@@ -49,6 +49,21 @@ def test_dbt_child_tunes_after_importing_dbt() -> None:
         "from usercounts import dbt_child\n"
         "code = dbt_child.main()\n"
         "frozen = gc.get_freeze_count() > 100_000  # dbt's imports\n"
-        "print(code, gc.get_threshold()[0], 'dbt' in sys.modules, frozen)\n"
+        "print(code, gc.get_threshold()[0], 'dbt' in sys.modules, frozen, gc.isenabled())\n"
     )
-    assert out == f"0 {YOUNG_GENERATION_THRESHOLD} True True"
+    assert out == f"0 {YOUNG_GENERATION_THRESHOLD} True True True"
+
+
+def test_imports_run_without_collection_and_collection_resumes() -> None:
+    out = run_python(
+        "import gc\n"
+        "from usercounts.gc_tuning import imports_without_collection\n"
+        "with imports_without_collection():\n"
+        "    during = gc.isenabled()\n"
+        "after = gc.isenabled()\n"
+        "gc.disable()  # a caller that had turned collection off keeps it off\n"
+        "with imports_without_collection():\n"
+        "    pass\n"
+        "print(during, after, gc.isenabled())\n"
+    )
+    assert out == "False True False"

@@ -59,6 +59,13 @@ def dbt_target(work_path: Path) -> Path:
     return dbt_home(work_path) / "target"
 
 
+def dbt_folder(work_path: Path) -> Path:
+    """The folder dbt runs in: the working database's. The profile names the working files
+    relative to it, so that dbt's parse does not depend on where the folder is (dbt parses
+    from scratch when the profile's values change, the database's path among them)."""
+    return work_path.parent
+
+
 def dbt_args(command: str, work_path: Path, *extra: str) -> list[str]:
     """The dbt command line for this project, with per-database target and log folders.
 
@@ -84,8 +91,9 @@ def dbt_env(work_path: Path, as_of: date, inactive_days: int | None = None) -> d
     memory_limit = os.environ.get("USERCOUNTS_DUCKDB_MEMORY_LIMIT", "").strip()  # blank: unset
     env = {
         **os.environ,
-        "USERCOUNTS_WORK_DB": str(work_path),
-        "USERCOUNTS_WORK_MARTS_DB": str(workdb.marts_path(work_path)),
+        # relative to dbt_folder(work_path), where dbt runs
+        "USERCOUNTS_WORK_DB": work_path.name,
+        "USERCOUNTS_WORK_MARTS_DB": workdb.marts_path(work_path).name,
         "USERCOUNTS_AS_OF_DATE": as_of.isoformat(),
         "USERCOUNTS_DUCKDB_MEMORY_LIMIT": memory_limit or default_memory_limit(),
     }
@@ -105,8 +113,8 @@ class DbtChild:
     """A started `python -m usercounts.dbt_child` that has not been given its command yet."""
 
     def __init__(self) -> None:
-        # (environment, project files' hash) of the parse in advance the child was given
-        self.parsed_for: tuple[dict[str, str], str] | None = None
+        # (folder, environment, project files' hash) of the parse in advance it was given
+        self.parsed_for: tuple[str, dict[str, str], str] | None = None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "usercounts.dbt_child"],
             cwd=PROJECT_ROOT,
@@ -123,23 +131,29 @@ class DbtChild:
         Parsing opens no database: it runs beside the load, which holds the working file.
         """
         args = ["--quiet", "--no-use-colors", *dbt_args("parse", work_path)]
+        folder = str(dbt_folder(work_path))
         project = incremental.fingerprint(DBT_PROJECT_FILES)  # before dbt reads the files
         assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(json.dumps({"parse": args, "env": env}) + "\n")
+            request = {"parse": args, "env": env, "cwd": folder}
+            self.proc.stdin.write(json.dumps(request) + "\n")
             self.proc.stdin.flush()
         except BrokenPipeError:
             return  # the child died at its start: the build starts another (_take_dbt_child)
-        self.parsed_for = (env, project)
+        self.parsed_for = (folder, env, project)
 
-    def run(self, args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    def run(self, work_path: Path, args: list[str], env: dict[str, str]) -> tuple[int, str]:
         """Give the child its command; wait for it; (exit code, its output)."""
-        # the parse in advance serves only the environment and project files it was made for
+        folder = str(dbt_folder(work_path))
+        # the parse in advance serves only the folder, environment and project files it was
+        # made for
         parsed = self.parsed_for is not None and self.parsed_for == (
+            folder,
             env,
             incremental.fingerprint(DBT_PROJECT_FILES),
         )
-        request = json.dumps({"args": args, "env": env, "parsed_in_advance": parsed}) + "\n"
+        request = {"args": args, "env": env, "cwd": folder, "parsed_in_advance": parsed}
+        request = json.dumps(request) + "\n"
         try:
             stdout, stderr = self.proc.communicate(request)
         except BaseException:  # Ctrl-C, a stop request: dbt stops with the run
@@ -211,7 +225,7 @@ def run_dbt(
     results_file.unlink(missing_ok=True)
     env = dbt_env(work_path, as_of, inactive_days)
     args = ["--quiet", "--no-use-colors", *dbt_args(command, work_path, *extra)]
-    returncode, output = _take_dbt_child().run(args, env)
+    returncode, output = _take_dbt_child().run(work_path, args, env)
     parsed_in_advance = PARSED_IN_ADVANCE in output
     # out of the output an error message quotes the last line of
     output = output.replace(PARSED_IN_ADVANCE + "\n", "")

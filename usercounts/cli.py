@@ -81,10 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Without PREFECT_API_URL: Prefect's temporary server boots while the flow and Great
     # Expectations import (3-6 s), in a process that dies with this one.
     server = start_temporary_server()
-    import great_expectations  # noqa: F401 - imported now, while the server boots
+    from usercounts.gc_tuning import imports_without_collection, tune_for_batch_run
 
-    from flows.nightly import nightly
-    from usercounts.logs import console_without_tracebacks
+    with imports_without_collection():
+        import great_expectations  # noqa: F401 - imported now, while the server boots
+
+        from flows.nightly import nightly
+        from usercounts.logs import console_without_tracebacks
+    tune_for_batch_run()  # the flow would, after Prefect's own start-up: freeze the imports
 
     console_without_tracebacks()
     if server is not None:

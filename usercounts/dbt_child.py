@@ -1,16 +1,16 @@
 """dbt's child process: it imports dbt first, then waits for the one command it runs.
 
 usercounts.build starts it (`python -m usercounts.dbt_child`) and writes one JSON line to
-its standard input: {"args": [...], "env": {...}}. Importing dbt and the DuckDB adapter costs
-1-3 s, so the nightly flow starts the child before the load step (build.prestart_dbt) and
-that time passes while the run loads and checks the landing files; `usercounts run` starts
-it earlier still, before it imports the flow (build.start_dbt_child). End of input (the run
-ended without building) ends the child.
+its standard input: {"args": [...], "env": {...}, "cwd": "<the working database's folder>"}.
+Importing dbt and the DuckDB adapter costs 1-3 s, so the nightly flow starts the child
+before the load step (build.prestart_dbt) and that time passes while the run loads and
+checks the landing files; `usercounts run` starts it earlier still, before it imports the
+flow (build.start_dbt_child). End of input (the run ended without building) ends the child.
 
-A prestarted child is also told the project to parse, before its command:
-{"parse": [...], "env": {...}}. It parses then (~0.7 s with dbt's partial parse; parsing
-opens no database, so it runs beside the load) and builds from that manifest when the
-command says {"parsed_in_advance": true}, and prints PARSED_IN_ADVANCE when it did.
+A prestarted child is also told the project to parse, before its command: {"parse": [...],
+"env": {...}, "cwd": ...}. It parses then (~0.7 s with dbt's partial parse; parsing opens no
+database, so it runs beside the load) and builds from that manifest when the command says
+{"parsed_in_advance": true}, and prints PARSED_IN_ADVANCE when it did.
 """
 
 from __future__ import annotations
@@ -30,30 +30,35 @@ def read_request() -> dict[str, Any] | None:
     return json.loads(line) if line else None
 
 
-def use_env(env: dict[str, str]) -> None:
-    """dbt reads its settings and the run's from the environment the run gave."""
+def use_request(request: dict[str, Any]) -> None:
+    """dbt reads its settings and the run's from the environment the run gave, and runs in
+    the working database's folder (the profile names the working files relative to it)."""
     os.environ.clear()
-    os.environ.update(env)
+    os.environ.update(request["env"])
+    # a parse in advance may come before the run's first load has made the folder
+    os.makedirs(request["cwd"], exist_ok=True)
+    os.chdir(request["cwd"])
 
 
 def main() -> int:
-    import dbt.adapters.duckdb  # noqa: F401 - imported now, before the command arrives
-    from dbt.cli.main import dbtRunner
+    from usercounts.gc_tuning import imports_without_collection, tune_for_batch_run
 
-    from usercounts.gc_tuning import tune_for_batch_run
+    with imports_without_collection():
+        import dbt.adapters.duckdb  # noqa: F401 - imported now, before the command arrives
+        from dbt.cli.main import dbtRunner
 
     tune_for_batch_run()  # dbt's ~200k imported objects out of every collection
     request = read_request()
     manifest = None
     if request is not None and "parse" in request:
-        use_env(request["env"])
+        use_request(request)
         parsed = dbtRunner().invoke(request["parse"])
         # a failed parse is left for the command to meet and report as dbt does
         manifest = parsed.result if parsed.success else None
         request = read_request()
     if request is None:
         return 0
-    use_env(request["env"])
+    use_request(request)
     if not request.get("parsed_in_advance"):
         manifest = None  # parsed for another database, or the project changed since
     if manifest is not None:
