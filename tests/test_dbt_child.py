@@ -28,7 +28,7 @@ from conftest import (
 from test_incremental import D1, D2, night_1
 
 from usercounts import pipeline, workdb
-from usercounts.build import dbt_home, dbt_target, prestart_dbt, start_dbt_child
+from usercounts.build import dbt_home, dbt_target, prestart_dbt, run_dbt, start_dbt_child
 from usercounts.dbt_child import PARSED_IN_ADVANCE
 from usercounts.errors import RunFailed
 
@@ -74,6 +74,22 @@ def test_a_build_on_the_parse_made_during_the_load_equals_one_that_parses(
     dump = canonical_dump(settings.published_path)
     assert dump["marts.plan_user_counts_monthly"]  # something was built to compare
     assert dump == canonical_dump(parsing.published_path)
+
+
+def test_a_data_folder_moved_elsewhere_keeps_dbt_s_parse(tmp_path: Path) -> None:
+    """dbt runs in the working database's folder and the profile names the working files
+    relative to it: dbt 1.11 parses from scratch when a profile value changes, and an
+    absolute path would change with the folder."""
+    before = tmp_path / "before" / ".warehouse.work.duckdb"
+    run_dbt("parse", before, D1)
+    after = tmp_path / "moved" / "elsewhere" / before.name
+    after.parent.parent.mkdir()
+    before.parent.rename(after.parent)
+    run_dbt("parse", after, D1)
+    log = (dbt_home(after) / "logs" / "dbt.log").read_text(encoding="utf-8")
+    last_run = log.rsplit("Running with dbt=", 1)[1]
+    assert "Unable to do partial parsing" not in last_run
+    assert "Partial parsing enabled" in last_run
 
 
 def test_a_parse_made_for_another_run_is_not_used(landing: Landing, tmp_path: Path) -> None:
