@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         from flows.nightly import nightly
         from usercounts.logs import console_without_tracebacks
-    tune_for_batch_run()  # the flow would, after Prefect's own start-up: freeze the imports
+    tune_for_batch_run()  # freeze the imports now; the flow's own call is then a no-op
 
     console_without_tracebacks()
     if server is not None:
