@@ -54,16 +54,17 @@ def test_dbt_child_tunes_after_importing_dbt() -> None:
     assert out == f"0 {YOUNG_GENERATION_THRESHOLD} True True True"
 
 
-def test_imports_run_without_collection_and_collection_resumes() -> None:
+def test_batch_imports_run_without_collection_then_are_frozen() -> None:
     out = run_python(
         "import gc\n"
-        "from usercounts.gc_tuning import imports_without_collection\n"
-        "with imports_without_collection():\n"
+        "from usercounts.gc_tuning import batch_imports\n"
+        "with batch_imports():\n"
         "    during = gc.isenabled()\n"
-        "after = gc.isenabled()\n"
+        "    imported = [[n] for n in range(1000)]  # objects an import leaves alive\n"
+        "print(during, gc.isenabled(), gc.get_freeze_count() >= 1000, gc.get_threshold()[0])\n"
         "gc.disable()  # a caller that had turned collection off keeps it off\n"
-        "with imports_without_collection():\n"
+        "with batch_imports():\n"
         "    pass\n"
-        "print(during, after, gc.isenabled())\n"
+        "print(gc.isenabled())\n"
     )
-    assert out == "False True False"
+    assert out.splitlines() == [f"False True True {YOUNG_GENERATION_THRESHOLD}", "False"]

@@ -81,14 +81,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Without PREFECT_API_URL: Prefect's temporary server boots while the flow and Great
     # Expectations import (3-6 s), in a process that dies with this one.
     server = start_temporary_server()
-    from usercounts.gc_tuning import imports_without_collection, tune_for_batch_run
+    from usercounts.gc_tuning import batch_imports
 
-    with imports_without_collection():
+    # frozen once imported: the flow's own tune_for_batch_run() is then a no-op
+    with batch_imports():
         import great_expectations  # noqa: F401 - imported now, while the server boots
 
         from flows.nightly import nightly
         from usercounts.logs import console_without_tracebacks
-    tune_for_batch_run()  # freeze the imports now; the flow's own call is then a no-op
 
     console_without_tracebacks()
     if server is not None:

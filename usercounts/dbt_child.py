@@ -41,13 +41,13 @@ def use_request(request: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    from usercounts.gc_tuning import imports_without_collection, tune_for_batch_run
+    from usercounts.gc_tuning import batch_imports
 
-    with imports_without_collection():
+    # dbt's ~200k imported objects out of every collection
+    with batch_imports():
         import dbt.adapters.duckdb  # noqa: F401 - imported now, before the command arrives
         from dbt.cli.main import dbtRunner
 
-    tune_for_batch_run()  # dbt's ~200k imported objects out of every collection
     request = read_request()
     manifest = None
     if request is not None and "parse" in request:

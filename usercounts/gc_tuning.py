@@ -16,11 +16,13 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def imports_without_collection() -> Iterator[None]:
-    """No collection while a process imports its tools: an import makes objects that stay
-    alive, so the collections it triggers find nothing to free and only cost time (0.5-0.7
-    s of dbt's 2.3-3.0 s import, 0.5-1.5 s of Great Expectations' and the flow's 6-7 s:
-    BENCHMARKS.md). Call tune_for_batch_run() after it to freeze what the imports made."""
+def batch_imports() -> Iterator[None]:
+    """A batch run's imports: no collection while they run, then tune_for_batch_run().
+
+    An import makes objects that stay alive, so the collections it triggers find nothing to
+    free and only cost time (0.5-0.7 s of dbt's 2.3-3.0 s import, 0.5-1.5 s of Great
+    Expectations' and the flow's 6-7 s: BENCHMARKS.md); once they are done, what they made
+    is frozen."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -28,6 +30,7 @@ def imports_without_collection() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+    tune_for_batch_run()
 
 
 # Objects allocated between two young-generation collections (Python's default is 700).
