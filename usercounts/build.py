@@ -1,13 +1,19 @@
-"""Run dbt against the working database, in a child process (usercounts/dbt_child.py)."""
+"""Run dbt against the working database, in a child process forked from a server that
+imported dbt once (usercounts/dbt_child.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -109,21 +115,86 @@ def default_memory_limit() -> str:
     return f"{max(1024, total // 2 // 2**20)}MB"
 
 
+class DbtServer:
+    """The run's `python -m usercounts.dbt_child`: it imported dbt once and forks a child for
+    each dbt command (usercounts/dbt_child.py says how)."""
+
+    def __init__(self) -> None:
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        started: list[subprocess.Popen | BaseException] = []
+        ready = threading.Event()
+
+        def start_and_wait() -> None:
+            # PR_SET_PDEATHSIG kills the server when the *thread* that started it ends (a
+            # flow's task thread would): this thread lives as long as the server.
+            try:
+                started.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "usercounts.dbt_child", str(theirs.fileno())],
+                        cwd=PROJECT_ROOT,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        pass_fds=[theirs.fileno()],
+                        preexec_fn=die_with_parent(),  # it only calls prctl: safe beside threads
+                    )
+                )
+            except BaseException as error:
+                started.append(error)
+                raise
+            finally:
+                ready.set()
+            started[0].wait()
+
+        threading.Thread(target=start_and_wait, name="dbt-server", daemon=True).start()
+        ready.wait()
+        theirs.close()
+        if isinstance(started[0], BaseException):
+            raise started[0]
+        self.proc: subprocess.Popen = started[0]
+
+    def fork(self, requests: socket.socket, output: int) -> None:
+        """Ask for a child that reads its requests from this socket and writes its output
+        to this file. It is forked once the server has imported dbt; this does not wait."""
+        socket.send_fds(self.control, [b"f"], [requests.fileno(), output])
+
+
+_server: DbtServer | None = None
+_server_lock = threading.Lock()
+
+
+def dbt_server(replacing: DbtServer | None = None) -> DbtServer:
+    """The run's dbt server, started now if it has none, it has died, or it is the one a
+    caller found dead (`replacing`)."""
+    global _server
+    with _server_lock:
+        if _server is None or _server is replacing or _server.proc.poll() is not None:
+            if _server is not None:
+                _server.control.close()
+            _server = DbtServer()
+        return _server
+
+
 class DbtChild:
-    """A started `python -m usercounts.dbt_child` that has not been given its command yet."""
+    """A child of the run's dbt server that has not been given its command yet."""
 
     def __init__(self) -> None:
         # (folder, environment, project files' hash) of the parse in advance it was given
         self.parsed_for: tuple[str, dict[str, str], str] | None = None
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "usercounts.dbt_child"],
-            cwd=PROJECT_ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=die_with_parent(),  # it only calls prctl: safe beside threads
-        )
+        # Its exit code once it ended; None while it runs, and when it was killed.
+        self.returncode: int | None = None
+        self.pid: int | None = None
+        self.requests, theirs = socket.socketpair()
+        self.replies = self.requests.makefile("r", encoding="utf-8")
+        # its standard output and error; closed by run() or discard()
+        self.output = tempfile.TemporaryFile()  # noqa: SIM115
+        try:
+            server = dbt_server()
+            try:
+                server.fork(theirs, self.output.fileno())
+            except OSError:  # it died since dbt_server() looked: start another
+                dbt_server(replacing=server).fork(theirs, self.output.fileno())
+        finally:
+            theirs.close()
 
     def parse_in_advance(self, work_path: Path, env: dict[str, str]) -> None:
         """Have the child parse the project now, for a command on this environment later.
@@ -133,17 +204,13 @@ class DbtChild:
         args = ["--quiet", "--no-use-colors", *dbt_args("parse", work_path)]
         folder = str(dbt_folder(work_path))
         project = incremental.fingerprint(DBT_PROJECT_FILES)  # before dbt reads the files
-        assert self.proc.stdin is not None
-        try:
-            request = {"parse": args, "env": env, "cwd": folder}
-            self.proc.stdin.write(json.dumps(request) + "\n")
-            self.proc.stdin.flush()
-        except BrokenPipeError:
+        if not self._send({"parse": args, "env": env, "cwd": folder}):
             return  # the child died at its start: the build starts another (_take_dbt_child)
         self.parsed_for = (folder, env, project)
 
     def run(self, work_path: Path, args: list[str], env: dict[str, str]) -> tuple[int, str]:
-        """Give the child its command; wait for it; (exit code, its output)."""
+        """Give the child its command; wait for it; (exit code, its output). A child that
+        was killed has exit code -1."""
         folder = str(dbt_folder(work_path))
         # the parse in advance serves only the folder, environment and project files it was
         # made for
@@ -152,39 +219,77 @@ class DbtChild:
             env,
             incremental.fingerprint(DBT_PROJECT_FILES),
         )
-        request = {"args": args, "env": env, "cwd": folder, "parsed_in_advance": parsed}
-        request = json.dumps(request) + "\n"
+        self._send({"args": args, "env": env, "cwd": folder, "parsed_in_advance": parsed})
         try:
-            stdout, stderr = self.proc.communicate(request)
+            returncode = self.wait()
         except BaseException:  # Ctrl-C, a stop request: dbt stops with the run
-            self.proc.kill()
-            self.proc.wait()
+            self.discard()
             raise
-        return self.proc.returncode, stdout + stderr
+        self.output.seek(0)
+        output = self.output.read().decode("utf-8", errors="replace")
+        self._close()
+        return (-1 if returncode is None else returncode), output
+
+    def wait(self) -> int | None:
+        """Wait for the child to end: its exit code, or None when it was killed."""
+        while (line := self.replies.readline()) != "":
+            self._heard(line)
+        return self.returncode
+
+    def alive(self) -> bool:
+        """Whether the child (or the server that is to fork it) can still take a command:
+        its socket is open at both ends. (Not its pid: a killed child may be left a zombie.)"""
+        if self.requests.fileno() == -1 or self.returncode is not None:
+            return False
+        while select.select([self.requests], [], [], 0)[0]:
+            line = self.replies.readline()
+            if not line:
+                return False
+            self._heard(line)
+        return self.returncode is None
+
+    def _heard(self, line: str) -> None:
+        said = json.loads(line)
+        self.pid = said.get("pid", self.pid)
+        self.returncode = said.get("exit", self.returncode)
 
     def discard(self) -> None:
-        """Stop a child that will not be given its command, and close its pipes."""
-        self.proc.kill()
-        self.proc.wait()
-        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        """Stop a child that will not be given its command, and close its socket and file."""
+        if self.requests.fileno() != -1 and self.returncode is None:
+            if self.pid is None and (line := self.replies.readline()):
+                self._heard(line)  # it says its pid first (nothing: it has died)
+            if self.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+        self._close()
+
+    def _send(self, request: dict) -> bool:
+        """Send one request; False when the child has died."""
+        try:
+            self.requests.sendall((json.dumps(request) + "\n").encode())
+        except OSError:
+            return False
+        return True
+
+    def _close(self) -> None:
+        self.replies.close()
+        self.requests.close()
+        self.output.close()
 
 
 _prestarted: DbtChild | None = None
 
 
 def start_dbt_child() -> DbtChild:
-    """Start dbt's child now, for its imports only: prestart_dbt gives it the project to parse.
+    """Ask for dbt's child now (starting the dbt server if the run has none), without a
+    command yet: prestart_dbt gives it the project to parse.
 
-    `usercounts run` calls it first, so that dbt imports while the run imports Great
-    Expectations and Prefect starts the flow: a night's load and raw checks (~1.5 s at 1M
-    users) are shorter than dbt's import and parse together.
+    `usercounts run` calls it first, so that the server imports dbt while the run imports
+    Great Expectations and Prefect starts the flow: a night's load and raw checks (~1.5 s at
+    1M users) are shorter than dbt's import and parse together.
     """
     global _prestarted
-    if _prestarted is not None and (
-        _prestarted.parsed_for is not None or _prestarted.proc.poll() is not None
-    ):
+    if _prestarted is not None and (_prestarted.parsed_for is not None or not _prestarted.alive()):
         # left by a run that failed before its build (it parsed for that run), or dead
         _prestarted.discard()
         _prestarted = None
@@ -203,13 +308,29 @@ def prestart_dbt(work_path: Path, as_of: date, inactive_days: int | None = None)
 
 
 def _take_dbt_child() -> DbtChild:
-    """The prestarted child when it is still waiting, else a new one. (A child dies with the
-    thread that started it, PR_SET_PDEATHSIG: one started by an ended thread is gone.)"""
+    """The prestarted child when it is still waiting, else a new one (it was killed, or its
+    server died: a server dies with the run, PR_SET_PDEATHSIG)."""
     global _prestarted
     child, _prestarted = _prestarted, None
-    if child is None or child.proc.poll() is not None:
-        return DbtChild()
-    return child
+    if child is not None and not child.alive():
+        child.discard()  # closes its socket and output file
+        child = None
+    return child or DbtChild()
+
+
+def stop_dbt_server() -> None:
+    """Stop the run's dbt server, and with it any child it forked (the next dbt command
+    starts another). The benchmark starts each night so, as a new `usercounts run` would."""
+    global _server, _prestarted
+    if _prestarted is not None:
+        _prestarted.discard()
+        _prestarted = None
+    with _server_lock:
+        if _server is not None:
+            _server.proc.kill()
+            _server.proc.wait()
+            _server.control.close()
+            _server = None
 
 
 def run_dbt(

@@ -1,11 +1,20 @@
-"""dbt's child process: it imports dbt first, then waits for the one command it runs.
+"""dbt's children: each runs one dbt command, forked from a server that imported dbt once.
 
-usercounts.build starts it (`python -m usercounts.dbt_child`) and writes one JSON line to
-its standard input: {"args": [...], "env": {...}, "cwd": "<the working database's folder>"}.
-Importing dbt and the DuckDB adapter costs 1-3 s, so the nightly flow starts the child
-before the load step (build.prestart_dbt) and that time passes while the run loads and
-checks the landing files; `usercounts run` starts it earlier still, before it imports the
-flow (build.start_dbt_child). End of input (the run ended without building) ends the child.
+Importing dbt and the DuckDB adapter costs 2-3 s of CPU. usercounts.build starts this
+module's server (`python -m usercounts.dbt_child FD`) the first time the run needs dbt and
+keeps it for the life of the run, so a process that builds many times (the tests, the
+benchmark's nights) pays for that import once. `usercounts run` starts it before it imports
+the flow (build.start_dbt_child), so that dbt imports while the run imports the flow.
+
+Each dbt command still runs in a process of its own: dbt-duckdb keeps its database open for
+the life of the process (the run must reopen the working file, and readers must see it
+closed), and dbt keeps state from one invocation to the next. The run asks for a child on
+the server's control socket (FD), sending two file descriptors: its socket for the child's
+requests, and the file the child writes its standard output and error to. The server forks;
+the child says {"pid": N} on its socket, then reads one JSON line:
+{"args": [...], "env": {...}, "cwd": "<the working database's folder>"}, runs dbt, and says
+{"exit": code} once dbt has closed its database. The end of its socket (the run ended
+without building) ends the child.
 
 A prestarted child is also told the project to parse, before its command: {"parse": [...],
 "env": {...}, "cwd": ...}. It parses then (~0.7 s with dbt's partial parse; parsing opens no
@@ -15,18 +24,22 @@ database, so it runs beside the load) and builds from that manifest when the com
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import signal
+import socket
 import sys
-from typing import Any
+import traceback
+from typing import Any, TextIO
 
 # What the child prints when its command ran on the manifest parsed in advance.
 PARSED_IN_ADVANCE = "usercounts: dbt ran on the project parsed in advance"
 
 
-def read_request() -> dict[str, Any] | None:
-    """The next JSON line on standard input (None at its end)."""
-    line = sys.stdin.readline()
+def read_request(requests: TextIO) -> dict[str, Any] | None:
+    """The next JSON line from the run (None at its end)."""
+    line = requests.readline()
     return json.loads(line) if line else None
 
 
@@ -40,22 +53,19 @@ def use_request(request: dict[str, Any]) -> None:
     os.chdir(request["cwd"])
 
 
-def main() -> int:
-    from usercounts.gc_tuning import batch_imports
+def run_requests(requests: TextIO) -> int:
+    """Parse in advance if asked to, then run the command: dbt's own exit code (0 success,
+    1 a node failed, 2 dbt itself failed), or 0 when the run ended without a command."""
+    from dbt.cli.main import dbtRunner  # imported by the server already
 
-    # dbt's ~200k imported objects out of every collection
-    with batch_imports():
-        import dbt.adapters.duckdb  # noqa: F401 - imported now, before the command arrives
-        from dbt.cli.main import dbtRunner
-
-    request = read_request()
+    request = read_request(requests)
     manifest = None
     if request is not None and "parse" in request:
         use_request(request)
         parsed = dbtRunner().invoke(request["parse"])
         # a failed parse is left for the command to meet and report as dbt does
         manifest = parsed.result if parsed.success else None
-        request = read_request()
+        request = read_request(requests)
     if request is None:
         return 0
     use_request(request)
@@ -64,10 +74,86 @@ def main() -> int:
     if manifest is not None:
         print(PARSED_IN_ADVANCE, file=sys.stderr, flush=True)
     result = dbtRunner(manifest=manifest).invoke(request["args"])
-    # dbt's own exit codes: 0 success, 1 a node failed, 2 dbt itself failed
     if result.success:
         return 0
     return 2 if result.exception is not None else 1
+
+
+def child(server: int, requests_fd: int, output_fd: int) -> int:
+    """One forked child: its command, then what an interpreter's exit would do."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops dbt, as in a run
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # dbt's own subprocesses are waited for
+    die_with(server)
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.close(output_fd)
+    channel = socket.socket(fileno=requests_fd)
+    say(channel, {"pid": os.getpid()})
+    code = run_requests(channel.makefile("r", encoding="utf-8"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit skips them, and dbt-duckdb closes (checkpoints) its database in one
+    atexit._run_exitfuncs()
+    say(channel, {"exit": code})
+    return code
+
+
+def say(channel: socket.socket, message: dict[str, int]) -> None:
+    channel.sendall((json.dumps(message) + "\n").encode())
+
+
+def die_with(parent: int) -> None:
+    """Have Linux kill this process when its parent dies, even by kill -9 (elsewhere: no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the call above took effect
+        os._exit(1)
+
+
+def serve(control: socket.socket) -> int:
+    """Fork a child for each request on the control socket, until the run closes it."""
+    # Ctrl-C reaches the whole process group: it stops the children's dbt, not the server
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the kernel reaps the children; they tell the run their exit code themselves
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 1, 2)
+        except OSError:
+            return 0
+        if not message:
+            return 0  # the run closed the socket: it ended
+        if len(fds) != 2:  # not a request of ours: ignore it
+            for fd in fds:
+                os.close(fd)
+            continue
+        server = os.getpid()
+        if os.fork() == 0:
+            code = 2
+            try:
+                control.close()
+                code = child(server, *fds)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        for fd in fds:
+            os.close(fd)
+
+
+def main() -> int:
+    from usercounts.gc_tuning import batch_imports
+
+    # dbt's ~200k imported objects out of every collection, in the server and its children
+    with batch_imports():
+        import dbt.adapters.duckdb  # noqa: F401 - imported once, before any child is forked
+        import dbt.cli.main  # noqa: F401
+
+    return serve(socket.socket(fileno=int(sys.argv[1])))
 
 
 if __name__ == "__main__":
