@@ -19,7 +19,6 @@ def run_python(code: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-c", code],
         cwd=PROJECT_ROOT,
-        input="",  # end of input at once: dbt's child then has no command to wait for
         capture_output=True,
         text=True,
         timeout=120,
@@ -42,11 +41,15 @@ def test_tuning_freezes_once_per_process() -> None:
     assert out == f"700 {YOUNG_GENERATION_THRESHOLD} True True"
 
 
-def test_dbt_child_tunes_after_importing_dbt() -> None:
-    # The child with no command (end of input) returns after its imports and tuning.
+def test_dbt_server_tunes_after_importing_dbt() -> None:
+    # The server whose run has ended (its control socket closed) returns after its imports
+    # and tuning; the children it forks inherit both.
     out = run_python(
-        "import gc, sys\n"
+        "import gc, socket, sys\n"
         "from usercounts import dbt_child\n"
+        "run, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+        "run.close()\n"
+        "sys.argv[1:] = [str(server.fileno())]\n"
         "code = dbt_child.main()\n"
         "frozen = gc.get_freeze_count() > 100_000  # dbt's imports\n"
         "print(code, gc.get_threshold()[0], 'dbt' in sys.modules, frozen, gc.isenabled())\n"
