@@ -134,9 +134,10 @@ def test_a_child_parsed_for_an_earlier_run_is_stopped_and_replaced(
     left = prestart_dbt(settings.work_path, D2, settings.inactive_days)
     child = prestart_dbt(settings.work_path, D1, settings.inactive_days)
     assert child is not left
-    # killed (after it said its pid) before it said an exit code
+    # killed (after it said its pid) before it said an exit code, and gone or going: no
+    # longer running (it could hold the working database)
     assert left.pid is not None and left.returncode is None
-    wait_until(lambda: not Path(f"/proc/{left.pid}").exists(), 10, "the killed child to go")
+    assert running(left.pid) is False
     summary = pipeline.load_build_publish(settings, D1)
     assert summary.dbt_parsed_in_advance
     assert child.returncode == 0
@@ -155,6 +156,16 @@ def test_a_failing_build_on_the_parse_in_advance_reports_dbt_s_own_error(
             pipeline.build(settings, D1)
     assert PARSED_IN_ADVANCE not in str(failed.value)
     assert "lock" in str(failed.value).lower()
+
+
+def running(pid: int) -> bool:
+    """Whether the process runs; not once it is a zombie or exiting (/proc/PID/stat: "pid
+    (comm) state ..."; comm may hold spaces, not ")")."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X", "x")
 
 
 # A run's data steps in a new process, on a copy of the project: dbt's child parses in

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import wait_until
+from conftest import copy_project, run_in_project, wait_until
 from test_incremental import D1
 
 from usercounts.build import dbt_server, run_dbt, start_dbt_child, stop_dbt_server
@@ -59,3 +59,28 @@ def test_a_dbt_server_that_ended_is_replaced_by_the_next_command(tmp_path: Path,
     run_dbt("seed", work_path, D1)
     assert dbt_server() is not dead
     assert query_work(work_path, "select count(*) > 0 from seeds.tier_ladder") == [(True,)]
+
+
+# A dbt command in a new process on a copy of the project whose dbt cannot be imported.
+COMMAND_WITHOUT_DBT = """
+import sys
+from datetime import date
+from pathlib import Path
+
+from usercounts.build import run_dbt
+from usercounts.errors import RunFailed
+
+try:
+    run_dbt("parse", Path(sys.argv[1]), date(2025, 1, 1))
+except RunFailed as failed:
+    print(failed)
+"""
+
+
+def test_a_server_that_cannot_import_dbt_is_named_in_the_command_s_error(tmp_path: Path) -> None:
+    # Its children are never forked: what the server itself said is the only reason there is.
+    project = copy_project(tmp_path / "project")
+    (project / "dbt").mkdir()
+    (project / "dbt" / "__init__.py").write_text('raise ImportError("no dbt in this install")\n')
+    out = run_in_project(project, COMMAND_WITHOUT_DBT, str(tmp_path / "home" / "work.duckdb"))
+    assert out.startswith("dbt parse failed: ImportError: no dbt in this install (log: ")

@@ -47,7 +47,7 @@ def test_dbt_server_tunes_after_importing_dbt() -> None:
     out = run_python(
         "import gc, socket, sys\n"
         "from usercounts import dbt_child\n"
-        "run, server = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+        "run, server = socket.socketpair()\n"
         "run.close()\n"
         "sys.argv[1:] = [str(server.fileno())]\n"
         "code = dbt_child.main()\n"

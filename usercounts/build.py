@@ -120,7 +120,9 @@ class DbtServer:
     each dbt command (usercounts/dbt_child.py says how)."""
 
     def __init__(self) -> None:
-        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.control, theirs = socket.socketpair()
+        # what it says itself (an import that failed): a child it never forked has nothing
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - open for the server's life
         started: list[subprocess.Popen | BaseException] = []
         ready = threading.Event()
 
@@ -134,6 +136,7 @@ class DbtServer:
                         cwd=PROJECT_ROOT,
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL,
+                        stderr=self.stderr,
                         pass_fds=[theirs.fileno()],
                         preexec_fn=die_with_parent(),  # it only calls prctl: safe beside threads
                     )
@@ -157,19 +160,33 @@ class DbtServer:
         to this file. It is forked once the server has imported dbt; this does not wait."""
         socket.send_fds(self.control, [b"f"], [requests.fileno(), output])
 
+    def said(self) -> str:
+        """What the server wrote to its standard error (nothing, unless it failed)."""
+        if self.stderr.closed:  # stopped and replaced since
+            return ""
+        return os.pread(self.stderr.fileno(), 1 << 16, 0).decode("utf-8", errors="replace")
+
+    def stop(self) -> None:
+        """Kill it (its children die with it) and close its socket and file."""
+        self.proc.kill()
+        self.proc.wait()
+        self.control.close()
+        self.stderr.close()
+
 
 _server: DbtServer | None = None
-_server_lock = threading.Lock()
+# one caller at a time starts, replaces or writes to the server
+_server_lock = threading.RLock()
 
 
 def dbt_server(replacing: DbtServer | None = None) -> DbtServer:
     """The run's dbt server, started now if it has none, it has died, or it is the one a
-    caller found dead (`replacing`)."""
+    caller could no longer write to (`replacing`)."""
     global _server
     with _server_lock:
         if _server is None or _server is replacing or _server.proc.poll() is not None:
             if _server is not None:
-                _server.control.close()
+                _server.stop()
             _server = DbtServer()
         return _server
 
@@ -188,11 +205,13 @@ class DbtChild:
         # its standard output and error; closed by run() or discard()
         self.output = tempfile.TemporaryFile()  # noqa: SIM115
         try:
-            server = dbt_server()
-            try:
-                server.fork(theirs, self.output.fileno())
-            except OSError:  # it died since dbt_server() looked: start another
-                dbt_server(replacing=server).fork(theirs, self.output.fileno())
+            with _server_lock:
+                self.server = dbt_server()
+                try:
+                    self.server.fork(theirs, self.output.fileno())
+                except ConnectionError:  # it died since dbt_server() looked: start another
+                    self.server = dbt_server(replacing=self.server)
+                    self.server.fork(theirs, self.output.fileno())
         finally:
             theirs.close()
 
@@ -219,34 +238,44 @@ class DbtChild:
             env,
             incremental.fingerprint(DBT_PROJECT_FILES),
         )
-        self._send({"args": args, "env": env, "cwd": folder, "parsed_in_advance": parsed})
         try:
+            self._send({"args": args, "env": env, "cwd": folder, "parsed_in_advance": parsed})
             returncode = self.wait()
         except BaseException:  # Ctrl-C, a stop request: dbt stops with the run
             self.discard()
             raise
         self.output.seek(0)
         output = self.output.read().decode("utf-8", errors="replace")
+        if returncode is None:  # killed, or never forked: the server may say why
+            output += self.server.said()
         self._close()
         return (-1 if returncode is None else returncode), output
 
     def wait(self) -> int | None:
         """Wait for the child to end: its exit code, or None when it was killed."""
-        while (line := self.replies.readline()) != "":
+        while (line := self._next_line()) != "":
             self._heard(line)
         return self.returncode
 
     def alive(self) -> bool:
         """Whether the child (or the server that is to fork it) can still take a command:
-        its socket is open at both ends. (Not its pid: a killed child may be left a zombie.)"""
+        its socket is open at both ends (the child's end closes when it dies)."""
         if self.requests.fileno() == -1 or self.returncode is not None:
             return False
         while select.select([self.requests], [], [], 0)[0]:
-            line = self.replies.readline()
+            line = self._next_line()
             if not line:
                 return False
             self._heard(line)
         return self.returncode is None
+
+    def _next_line(self) -> str:
+        """The child's next line; "" at the end of its socket. (A server that died with the
+        child's descriptors still in its queue resets the socket instead of closing it.)"""
+        try:
+            return self.replies.readline()
+        except ConnectionResetError:
+            return ""
 
     def _heard(self, line: str) -> None:
         said = json.loads(line)
@@ -254,13 +283,16 @@ class DbtChild:
         self.returncode = said.get("exit", self.returncode)
 
     def discard(self) -> None:
-        """Stop a child that will not be given its command, and close its socket and file."""
-        if self.requests.fileno() != -1 and self.returncode is None:
-            if self.pid is None and (line := self.replies.readline()):
-                self._heard(line)  # it says its pid first (nothing: it has died)
-            if self.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
+        """Stop a child that will not be given its command, wait until it has gone (it may
+        hold the working database), and close its socket and file."""
+        if self.requests.fileno() == -1:
+            return
+        if self.pid is None and self.returncode is None and (line := self._next_line()):
+            self._heard(line)  # it says its pid first (nothing: it has died)
+        if self.pid is not None and self.alive():  # not once it has gone: its pid is free
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self.wait()  # to the end of its socket: the child has exited
         self._close()
 
     def _send(self, request: dict) -> bool:
@@ -327,9 +359,7 @@ def stop_dbt_server() -> None:
         _prestarted = None
     with _server_lock:
         if _server is not None:
-            _server.proc.kill()
-            _server.proc.wait()
-            _server.control.close()
+            _server.stop()
             _server = None
 
 

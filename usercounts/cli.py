@@ -74,8 +74,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from usercounts.build import start_dbt_child
     from usercounts.prefect_server import start_temporary_server
 
-    # dbt imports in its child while this process imports; the flow gives it the project
-    # to parse once it holds the run lock (build.prestart_dbt)
+    # dbt's server imports dbt while this process imports; the flow gives the child it forks
+    # the project to parse once it holds the run lock (build.prestart_dbt)
     start_dbt_child()
 
     # Without PREFECT_API_URL: Prefect's temporary server boots while the flow and Great

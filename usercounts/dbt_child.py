@@ -9,12 +9,12 @@ the flow (build.start_dbt_child), so that dbt imports while the run imports the 
 Each dbt command still runs in a process of its own: dbt-duckdb keeps its database open for
 the life of the process (the run must reopen the working file, and readers must see it
 closed), and dbt keeps state from one invocation to the next. The run asks for a child on
-the server's control socket (FD), sending two file descriptors: its socket for the child's
-requests, and the file the child writes its standard output and error to. The server forks;
-the child says {"pid": N} on its socket, then reads one JSON line:
-{"args": [...], "env": {...}, "cwd": "<the working database's folder>"}, runs dbt, and says
-{"exit": code} once dbt has closed its database. The end of its socket (the run ended
-without building) ends the child.
+the server's control socket (FD, a Unix stream socket), sending one byte and two file
+descriptors: its socket for the child's requests, and the file the child writes its
+standard output and error to. The server forks; the child says {"pid": N} on its socket,
+then reads one JSON line: {"args": [...], "env": {...}, "cwd": "<the working database's
+folder>"}, runs dbt, and says {"exit": code} once dbt has closed its database. The end of
+its socket (the run ended without building) ends the child.
 
 A prestarted child is also told the project to parse, before its command: {"parse": [...],
 "env": {...}, "cwd": ...}. It parses then (~0.7 s with dbt's partial parse; parsing opens no
@@ -87,9 +87,15 @@ def child(server: int, requests_fd: int, output_fd: int) -> int:
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
     os.close(output_fd)
+    # dbt's own subprocesses must not keep it open: the run waits for its end
+    os.set_inheritable(requests_fd, False)
     channel = socket.socket(fileno=requests_fd)
     say(channel, {"pid": os.getpid()})
-    code = run_requests(channel.makefile("r", encoding="utf-8"))
+    try:
+        code = run_requests(channel.makefile("r", encoding="utf-8"))
+    except Exception:  # a request it could not use: the run quotes the last line
+        traceback.print_exc()
+        code = 2
     sys.stdout.flush()
     sys.stderr.flush()
     # os._exit skips them, and dbt-duckdb closes (checkpoints) its database in one
@@ -116,8 +122,6 @@ def die_with(parent: int) -> None:
 
 def serve(control: socket.socket) -> int:
     """Fork a child for each request on the control socket, until the run closes it."""
-    # Ctrl-C reaches the whole process group: it stops the children's dbt, not the server
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # the kernel reaps the children; they tell the run their exit code themselves
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     while True:
@@ -127,7 +131,7 @@ def serve(control: socket.socket) -> int:
             return 0
         if not message:
             return 0  # the run closed the socket: it ended
-        if len(fds) != 2:  # not a request of ours: ignore it
+        if len(fds) != 2:  # not a request of ours (each is one byte and two descriptors)
             for fd in fds:
                 os.close(fd)
             continue
@@ -146,6 +150,9 @@ def serve(control: socket.socket) -> int:
 
 
 def main() -> int:
+    # Ctrl-C reaches the whole process group: it stops the children's dbt (they restore
+    # the handler), not the server, even while it imports
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from usercounts.gc_tuning import batch_imports
 
     # dbt's ~200k imported objects out of every collection, in the server and its children
