@@ -3,6 +3,7 @@ imported dbt once (usercounts/dbt_child.py)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import json
@@ -120,6 +121,7 @@ class DbtServer:
     each dbt command (usercounts/dbt_child.py says how)."""
 
     def __init__(self) -> None:
+        self.owner = os.getpid()  # the run's process
         self.control, theirs = socket.socketpair()
         # what it says itself (an import that failed): a child it never forked has nothing
         self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - open for the server's life
@@ -248,7 +250,7 @@ class DbtChild:
         output = self.output.read().decode("utf-8", errors="replace")
         if returncode is None:  # killed, or never forked: the server may say why
             output += self.server.said()
-        self._close()
+        self.close()
         return (-1 if returncode is None else returncode), output
 
     def wait(self) -> int | None:
@@ -293,7 +295,7 @@ class DbtChild:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         self.wait()  # to the end of its socket: the child has exited
-        self._close()
+        self.close()
 
     def _send(self, request: dict) -> bool:
         """Send one request; False when the child has died."""
@@ -303,7 +305,8 @@ class DbtChild:
             return False
         return True
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close its socket and output file (the child ends, if it has not)."""
         self.replies.close()
         self.requests.close()
         self.output.close()
@@ -352,15 +355,31 @@ def _take_dbt_child() -> DbtChild:
 
 def stop_dbt_server() -> None:
     """Stop the run's dbt server, and with it any child it forked (the next dbt command
-    starts another). The benchmark starts each night so, as a new `usercounts run` would."""
+    starts another). The benchmark calls it at each night's start and end, as a new
+    `usercounts run` starts its own and ends with it: the night's CPU then counts the
+    server's, and its children's (the server waits for them)."""
     global _server, _prestarted
-    if _prestarted is not None:
-        _prestarted.discard()
-        _prestarted = None
     with _server_lock:
+        child, _prestarted = _prestarted, None
         if _server is not None:
-            _server.stop()
+            _server.stop()  # its children die with it (PR_SET_PDEATHSIG)
             _server = None
+    if child is not None:
+        with contextlib.suppress(OSError):
+            child.requests.shutdown(socket.SHUT_WR)  # no command: a child still alive ends
+        child.wait()  # to the end of its socket: it has gone, or was never forked
+        child.close()
+
+
+def _stop_dbt_server_at_exit() -> None:
+    """A run that ends leaves no process behind (Linux's PR_SET_PDEATHSIG would kill the
+    server too, but a moment after the run's exit); kill -9 skips this and leaves it to
+    Linux. Not in a forked copy of the run, whose exit must not stop the run's server."""
+    if _server is not None and _server.owner == os.getpid():
+        stop_dbt_server()
+
+
+atexit.register(_stop_dbt_server_at_exit)
 
 
 def run_dbt(
