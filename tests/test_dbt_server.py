@@ -52,7 +52,7 @@ def test_a_dbt_server_that_ended_is_replaced_by_the_next_command(tmp_path: Path,
     if end == "killed":
         dead.proc.kill()
     else:
-        stop_dbt_server()  # as the benchmark does before each night
+        stop_dbt_server()  # as the benchmark does at each night's start and end
     assert dead.proc.wait(timeout=60) == -signal.SIGKILL
     wait_until(lambda: not waiting.alive(), 10, "the waiting child to go with its server")
     work_path = tmp_path / "home" / ".warehouse.work.duckdb"
