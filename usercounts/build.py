@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import json
 import os
 import select
@@ -15,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -24,6 +22,7 @@ from usercounts import incremental, workdb
 from usercounts.config import PROJECT_ROOT
 from usercounts.dbt_child import PARSED_IN_ADVANCE
 from usercounts.errors import RunFailed
+from usercounts.parent_death import die_with_parent
 
 # What dbt parses (dbt_project.yml's paths, and dbt's default paths and package files the
 # project does not have yet): a change to any of them between the parse in advance and the
@@ -365,10 +364,7 @@ def stop_dbt_server() -> None:
             _server.stop()  # its children die with it (PR_SET_PDEATHSIG)
             _server = None
     if child is not None:
-        with contextlib.suppress(OSError):
-            child.requests.shutdown(socket.SHUT_WR)  # no command: a child still alive ends
-        child.wait()  # to the end of its socket: it has gone, or was never forked
-        child.close()
+        child.discard()  # waits for it to go (with its server, or never forked: at once)
 
 
 def _stop_dbt_server_at_exit() -> None:
@@ -420,23 +416,3 @@ def run_dbt(
         raise RunFailed(f"dbt {command} failed: {'; '.join(failures[:3])}{more} (log: {logs})")
     timings.sort(key=lambda t: t[1], reverse=True)
     return BuildResult(statuses=statuses, timings=timings, parsed_in_advance=parsed_in_advance)
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that makes Linux kill the child when the run dies, even by kill -9.
-
-    Without it a killed run leaves dbt running on: it keeps writing the dead run's working
-    database and target folder while the next run starts. Elsewhere: None (no such call).
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-        if os.getppid() != parent:  # the run died before the line above took effect
-            os._exit(1)
-
-    return preexec

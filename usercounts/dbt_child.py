@@ -31,7 +31,10 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any, TextIO
+
+from usercounts.parent_death import die_with_parent
 
 # What the child prints when its command ran on the manifest parsed in advance.
 PARSED_IN_ADVANCE = "usercounts: dbt ran on the project parsed in advance"
@@ -79,11 +82,12 @@ def run_requests(requests: TextIO) -> int:
     return 2 if result.exception is not None else 1
 
 
-def child(server: int, requests_fd: int, output_fd: int) -> int:
+def child(die_with_server: Callable[[], None] | None, requests_fd: int, output_fd: int) -> int:
     """One forked child: its command, then what an interpreter's exit would do."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops dbt, as in a run
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # dbt's own subprocesses are waited for
-    die_with(server)
+    if die_with_server is not None:
+        die_with_server()
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
     os.close(output_fd)
@@ -106,18 +110,6 @@ def child(server: int, requests_fd: int, output_fd: int) -> int:
 
 def say(channel: socket.socket, message: dict[str, int]) -> None:
     channel.sendall((json.dumps(message) + "\n").encode())
-
-
-def die_with(parent: int) -> None:
-    """Have Linux kill this process when its parent dies, even by kill -9 (elsewhere: no-op)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the call above took effect
-        os._exit(1)
 
 
 def reap_children(*_: object) -> None:
@@ -148,12 +140,12 @@ def serve(control: socket.socket) -> int:
             for fd in fds:
                 os.close(fd)
             continue
-        server = os.getpid()
+        die_with_server = die_with_parent()  # made here: it names this process the parent
         if os.fork() == 0:
             code = 2
             try:
                 control.close()
-                code = child(server, *fds)
+                code = child(die_with_server, *fds)
             except BaseException:
                 traceback.print_exc()
             finally:

@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from usercounts.build import die_with_parent
 from usercounts.errors import RunFailed
+from usercounts.parent_death import die_with_parent
 
 
 class TemporaryPrefectServer:
