@@ -192,12 +192,22 @@ def dbt_server(replacing: DbtServer | None = None) -> DbtServer:
         return _server
 
 
+# (dbt's folder, its environment, the project files' hash): what a parse was made for
+ParseKey = tuple[str, dict[str, str], str]
+
+
+def parse_key(work_path: Path, env: dict[str, str]) -> ParseKey:
+    """What a parse in advance was made for: it serves a command only when its key is the
+    same (the folder, the environment and the project files it read)."""
+    return str(dbt_folder(work_path)), env, incremental.fingerprint(DBT_PROJECT_FILES)
+
+
 class DbtChild:
     """A child of the run's dbt server that has not been given its command yet."""
 
     def __init__(self) -> None:
-        # (folder, environment, project files' hash) of the parse in advance it was given
-        self.parsed_for: tuple[str, dict[str, str], str] | None = None
+        # parse_key() of the parse in advance it was given
+        self.parsed_for: ParseKey | None = None
         # Its exit code once it ended; None while it runs, and when it was killed.
         self.returncode: int | None = None
         self.pid: int | None = None
@@ -222,25 +232,18 @@ class DbtChild:
         Parsing opens no database: it runs beside the load, which holds the working file.
         """
         args = ["--quiet", "--no-use-colors", *dbt_args("parse", work_path)]
-        folder = str(dbt_folder(work_path))
-        project = incremental.fingerprint(DBT_PROJECT_FILES)  # before dbt reads the files
-        if not self._send({"parse": args, "env": env, "cwd": folder}):
+        parsed_for = parse_key(work_path, env)  # before dbt reads the files
+        if not self._send({"parse": args, "env": env, "cwd": parsed_for[0]}):
             return  # the child died at its start: the build starts another (_take_dbt_child)
-        self.parsed_for = (folder, env, project)
+        self.parsed_for = parsed_for
 
     def run(self, work_path: Path, args: list[str], env: dict[str, str]) -> tuple[int, str]:
         """Give the child its command; wait for it; (exit code, its output). A child that
         was killed has exit code -1."""
-        folder = str(dbt_folder(work_path))
-        # the parse in advance serves only the folder, environment and project files it was
-        # made for
-        parsed = self.parsed_for is not None and self.parsed_for == (
-            folder,
-            env,
-            incremental.fingerprint(DBT_PROJECT_FILES),
-        )
+        key = parse_key(work_path, env)
+        parsed = self.parsed_for == key  # made for this folder, environment and project
         try:
-            self._send({"args": args, "env": env, "cwd": folder, "parsed_in_advance": parsed})
+            self._send({"args": args, "env": env, "cwd": key[0], "parsed_in_advance": parsed})
             returncode = self.wait()
         except BaseException:  # Ctrl-C, a stop request: dbt stops with the run
             self.discard()
