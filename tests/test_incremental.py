@@ -199,20 +199,31 @@ def test_incremental_nights_keep_the_seeds_the_first_build_loaded(nights: dict) 
     assert nights["seeds_built"] == [both, [], both, []]
 
 
-# One run's data steps in a new process, on the project found first on PYTHONPATH.
-BUILD_IN_PROJECT = """
+# Nights in one new process, on the project found first on PYTHONPATH: each argument after
+# the landing folder and the database is a night's as-of date, or "edit the seed" between two
+# nights. Each night prints its build mode and the name the seeds give Jira.
+NIGHTS_IN_PROJECT = """
 import sys
 from datetime import date
 from pathlib import Path
 
+import duckdb
+
 import usercounts
 from usercounts import pipeline
-from usercounts.config import Settings
+from usercounts.config import PROJECT_ROOT, Settings
 
 settings = Settings(landing=Path(sys.argv[1]), database=Path(sys.argv[2]))
-summary = pipeline.load_build_publish(settings, date.fromisoformat(sys.argv[3]))
 print(Path(usercounts.__file__).parent.parent)
-print(summary.build_mode)
+for step in sys.argv[3:]:
+    if step == "edit the seed":
+        seed = PROJECT_ROOT / "seeds" / "product_catalogue.csv"
+        seed.write_text(seed.read_text().replace("jira,Jira\\n", "jira,Jira Cloud\\n"))
+        continue
+    summary = pipeline.load_build_publish(settings, date.fromisoformat(step))
+    with duckdb.connect(str(settings.work_path), read_only=True) as con:
+        sql = "select product_name from seeds.product_catalogue where product_key = 'jira'"
+        print(summary.build_mode, "|", con.execute(sql).fetchone()[0])
 """
 
 
@@ -221,35 +232,26 @@ def test_an_edited_seed_rebuilds_and_is_used_by_the_next_night(
 ) -> None:
     # Incremental nights do not load the seeds again (the nights fixture): an edit to one
     # must reach the next night through the project's fingerprint. The seed is edited in
-    # a copy of the project, not in the checkout the other tests run.
+    # a copy of the project, not in the checkout the other tests run. The nights run in one
+    # process, as the benchmark's do: nothing of the project may be kept from one to the next.
     project = copy_project(tmp_path / "project")
     night_1(landing)
     database = tmp_path / "home" / "warehouse.duckdb"
-
-    def night(as_of: date) -> str:
-        out = run_in_project(
-            project, BUILD_IN_PROJECT, str(landing.root), str(database), as_of.isoformat()
-        )
-        ran_in, build_mode = out.strip().splitlines()[-2:]
-        assert Path(ran_in) == project
-        return build_mode
-
-    def product_name(key: str) -> list[tuple]:
-        with duckdb.connect(str(database.with_name(".warehouse.work.duckdb")), True) as con:
-            sql = "select product_name from seeds.product_catalogue where product_key = ?"
-            return con.execute(sql, [key]).fetchall()
-
-    assert night(D1) == "full rebuild (first build of this warehouse)"
-    assert night(D2) == "incremental"
-    assert product_name("jira") == [("Jira",)]
-    seed = project / "seeds" / "product_catalogue.csv"
-    seed.write_text(seed.read_text().replace("jira,Jira\n", "jira,Jira Cloud\n"))
-    assert night(D2).startswith("full rebuild (the dbt project, the raw checks or the tool")
-    assert product_name("jira") == [("Jira Cloud",)]
+    steps = (D1.isoformat(), D2.isoformat(), "edit the seed", D2.isoformat())
+    out = run_in_project(project, NIGHTS_IN_PROJECT, str(landing.root), str(database), *steps)
+    ran_in, *nights = out.strip().splitlines()[-4:]
+    assert Path(ran_in) == project
+    assert nights[:2] == [
+        "full rebuild (first build of this warehouse) | Jira",
+        "incremental | Jira",
+    ]
+    assert nights[2].startswith("full rebuild (the dbt project, the raw checks or the tool")
+    assert nights[2].endswith(" | Jira Cloud")
     assert seeds_in_last_build(database.parent) == ["product_catalogue", "tier_ladder"]
 
 
-# A night whose project is edited between its load and its build, in a new process.
+# A night, then a night whose project is edited between its load and its build, in a new
+# process.
 EDIT_BETWEEN_LOAD_AND_BUILD = """
 import sys
 from datetime import date
@@ -260,6 +262,7 @@ from usercounts.config import PROJECT_ROOT, Settings
 
 settings = Settings(landing=Path(sys.argv[1]), database=Path(sys.argv[2]))
 as_of = date.fromisoformat(sys.argv[3])
+pipeline.load_build_publish(settings, as_of)
 pipeline.load(settings)
 model = PROJECT_ROOT / "models" / "marts" / "plan_instances.sql"
 model.write_text(model.read_text() + "\\n-- edited while the run loaded\\n")
@@ -274,7 +277,6 @@ def test_a_project_edited_during_a_night_makes_the_next_night_rebuild(
     project = copy_project(tmp_path / "project")
     night_1(landing)
     args = (str(landing.root), str(tmp_path / "home" / "warehouse.duckdb"), D1.isoformat())
-    run_in_project(project, BUILD_IN_PROJECT, *args)
     out = run_in_project(project, EDIT_BETWEEN_LOAD_AND_BUILD, *args)
     reason = out.strip().splitlines()[-1]
     assert reason.startswith("the dbt project, the raw checks or the tool versions changed")
