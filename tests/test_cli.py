@@ -164,6 +164,32 @@ def test_run_without_a_prefect_server_boots_a_temporary_one_and_stops_it(tmp_pat
     assert processes_with_env(f"PREFECT_HOME={home}") == []
 
 
+def test_a_run_with_no_api_url_and_no_leave_for_a_temporary_server_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """A Prefect profile without ephemeral mode (Prefect's own default outside its bundled
+    profile) and no PREFECT_API_URL: the flow has no server to run on. The run says so and
+    starts none, instead of failing in Prefect's first API call with its traceback."""
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_EPHEMERAL_ENABLED="false")
+    database = tmp_path / "data" / "warehouse.duckdb"
+    command = [str(Path(sys.executable).with_name("usercounts")), "run", "--database"]
+    result = subprocess.run(
+        [*command, str(database)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "usercounts: error: no Prefect server to run the flow on: PREFECT_API_URL is not set "
+        "and the Prefect profile does not allow a temporary server "
+        "(PREFECT_SERVER_EPHEMERAL_ENABLED); set PREFECT_API_URL to a running server "
+        "(`prefect server start`), or allow it"
+    ]
+    assert not (home / "prefect.db").exists()  # no temporary server ran on this home
+    assert not database.exists()
+    assert processes_with_env(f"PREFECT_HOME={home}") == []
+
+
 def test_a_run_killed_by_sigkill_takes_its_temporary_prefect_server_with_it(
     tmp_path: Path,
 ) -> None:
