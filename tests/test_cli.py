@@ -167,9 +167,9 @@ def test_run_without_a_prefect_server_boots_a_temporary_one_and_stops_it(tmp_pat
 def test_a_run_with_no_api_url_and_no_leave_for_a_temporary_server_says_so_in_one_line(
     tmp_path: Path,
 ) -> None:
-    """A Prefect profile without ephemeral mode (Prefect's own default outside its bundled
-    profile) and no PREFECT_API_URL: the flow has no server to run on. The run says so and
-    starts none, instead of failing in Prefect's first API call with its traceback."""
+    """Prefect's ephemeral mode off (its own default outside its bundled profile; here by
+    the environment) and no PREFECT_API_URL: the flow has no server to run on. The run says
+    so and starts none, instead of failing in Prefect's first API call with its traceback."""
     home = tmp_path / "prefect-home"
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_EPHEMERAL_ENABLED="false")
@@ -181,9 +181,9 @@ def test_a_run_with_no_api_url_and_no_leave_for_a_temporary_server_says_so_in_on
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "usercounts: error: no Prefect server to run the flow on: PREFECT_API_URL is not set "
-        "and the Prefect profile does not allow a temporary server "
-        "(PREFECT_SERVER_EPHEMERAL_ENABLED); set PREFECT_API_URL to a running server "
-        "(`prefect server start`), or allow it"
+        "and Prefect's settings do not allow a temporary server (PREFECT_SERVER_EPHEMERAL_ENABLED "
+        "is false); set PREFECT_API_URL to a running server (`prefect server start`), or set "
+        "PREFECT_SERVER_EPHEMERAL_ENABLED=true"
     ]
     assert not (home / "prefect.db").exists()  # no temporary server ran on this home
     assert not database.exists()

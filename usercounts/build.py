@@ -240,10 +240,11 @@ class DbtChild:
     def run(self, work_path: Path, args: list[str], env: dict[str, str]) -> tuple[int, str]:
         """Give the child its command; wait for it; (exit code, its output). A child that
         was killed has exit code -1."""
-        key = parse_key(work_path, env)
-        parsed = self.parsed_for == key  # made for this folder, environment and project
+        folder = str(dbt_folder(work_path))
+        # made for this folder, environment and project (hashed only when there is one)
+        parsed = self.parsed_for is not None and self.parsed_for == parse_key(work_path, env)
         try:
-            self._send({"args": args, "env": env, "cwd": key[0], "parsed_in_advance": parsed})
+            self._send({"args": args, "env": env, "cwd": folder, "parsed_in_advance": parsed})
             returncode = self.wait()
         except BaseException:  # Ctrl-C, a stop request: dbt stops with the run
             self.discard()

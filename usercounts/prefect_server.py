@@ -118,8 +118,9 @@ class TemporaryPrefectServer:
 def start_temporary_server() -> TemporaryPrefectServer | None:
     """Start the temporary server and point this process's Prefect at it, unless an API URL
     is configured (environment or Prefect profile). RunFailed when there is neither an API
-    URL nor leave to start a temporary server (the profile's ephemeral mode is off): the
-    flow would fail on its first call to the API, with Prefect's traceback."""
+    URL nor leave to start a temporary server (Prefect's ephemeral mode is off, by its
+    environment, settings files or profile): the flow would fail on its first call to the
+    API, with Prefect's traceback."""
     from prefect.context import refresh_global_settings_context
     from prefect.settings import get_current_settings
 
@@ -128,9 +129,10 @@ def start_temporary_server() -> TemporaryPrefectServer | None:
         return None
     if not settings.server.ephemeral.enabled:
         raise RunFailed(
-            "no Prefect server to run the flow on: PREFECT_API_URL is not set and the Prefect "
-            "profile does not allow a temporary server (PREFECT_SERVER_EPHEMERAL_ENABLED); "
-            "set PREFECT_API_URL to a running server (`prefect server start`), or allow it"
+            "no Prefect server to run the flow on: PREFECT_API_URL is not set and Prefect's "
+            "settings do not allow a temporary server (PREFECT_SERVER_EPHEMERAL_ENABLED is "
+            "false); set PREFECT_API_URL to a running server (`prefect server start`), or set "
+            "PREFECT_SERVER_EPHEMERAL_ENABLED=true"
         )
     server = TemporaryPrefectServer()
     os.environ["PREFECT_API_URL"] = server.api_url
