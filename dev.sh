@@ -46,9 +46,9 @@ lint() {
   # The dbt templater connects to a database, and is_incremental() decides which branch of
   # an incremental model it lints. Twice, on scratch databases, so that the result does not
   # depend on (and never locks) a working database a run left in data/: empty (the full
-  # build's branches), then after a build of the demo data (the is_incremental() branches).
-  # Branches that also need previous_build() stay unlinted: it reads the last build only
-  # under `dbt build`/`dbt run`, never when sqlfluff compiles.
+  # build's branches), then after a build of the demo data (the is_incremental() branches,
+  # and with USERCOUNTS_LINT_LAST_BUILD the parts that read that build through
+  # previous_build(), which otherwise reads it only under `dbt build`/`dbt run`).
   local scratch status=0
   scratch="$(mktemp -d)"
   trap 'rm -rf "$scratch"' EXIT
@@ -75,6 +75,7 @@ pipeline.build(settings, today_utc())
 PY
     USERCOUNTS_WORK_DB="$1/built/.warehouse.work.duckdb" \
       USERCOUNTS_WORK_MARTS_DB="$1/built/.warehouse.work.marts.duckdb" \
+      USERCOUNTS_LINT_LAST_BUILD=1 \
       .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor
 }
 

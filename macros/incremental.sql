@@ -8,10 +8,13 @@
 
 {#- The last successful build: {'load_id': N, 'as_of_date': 'YYYY-MM-DD'}, or none when
     this build starts from scratch (no build yet, or dbt --full-refresh). Only `dbt build`
-    and `dbt run` read it: compiling (sqlfluff, dbt compile) shows the full-build SQL and
-    needs no database, so sqlfluff never lints the SQL that depends on it. -#}
+    and `dbt run` read it: compiling (dbt compile) shows the full-build SQL and needs no
+    database. `./dev.sh lint` sets USERCOUNTS_LINT_LAST_BUILD to have sqlfluff's compile
+    read it too (from its scratch build), so that the SQL depending on it is linted. -#}
 {% macro previous_build() %}
-    {%- if not execute or flags.FULL_REFRESH or flags.WHICH not in ('build', 'run') -%}
+    {%- if not execute or flags.FULL_REFRESH or (
+        flags.WHICH not in ('build', 'run') and env_var('USERCOUNTS_LINT_LAST_BUILD', '') == ''
+    ) -%}
         {{ return(none) }}
     {%- endif -%}
     {%- set builds = adapter.get_relation(

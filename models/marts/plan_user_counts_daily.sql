@@ -46,16 +46,17 @@ start as (
             case
                 when not exists (select 1 from {{ this }})
                     then cast('-infinity' as date)
-                else least(
-                    cast('{{ previous.as_of_date }}' as date) + 1,
-                    coalesce(
-                        (
-                            select cast(min(changed_from) as date)
-                            from {{ ref('int_access_pairs_changed') }}
-                        ),
-                        cast('{{ previous.as_of_date }}' as date) + 1
+                else
+                    least(
+                        cast('{{ previous.as_of_date }}' as date) + 1,
+                        coalesce(
+                            (
+                                select cast(min(changed_from) as date)
+                                from {{ ref('int_access_pairs_changed') }}
+                            ),
+                            cast('{{ previous.as_of_date }}' as date) + 1
+                        )
                     )
-                )
             end as start_day
         {%- endif %}
 ),
