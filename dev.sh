@@ -73,9 +73,10 @@ settings = Settings(landing=DEMO_LANDING, database=Path(sys.argv[1]) / "warehous
 pipeline.load(settings)
 pipeline.build(settings, today_utc())
 PY
+    # (an as-of date from the shell, earlier than the build's, would make previous_build() fail)
     USERCOUNTS_WORK_DB="$1/built/.warehouse.work.duckdb" \
       USERCOUNTS_WORK_MARTS_DB="$1/built/.warehouse.work.marts.duckdb" \
-      USERCOUNTS_LINT_LAST_BUILD=1 \
+      USERCOUNTS_LINT_LAST_BUILD=1 env -u USERCOUNTS_AS_OF_DATE \
       .venv/bin/sqlfluff lint models --disable-progress-bar --nocolor
 }
 

@@ -8,9 +8,9 @@
 
 {#- The last successful build: {'load_id': N, 'as_of_date': 'YYYY-MM-DD'}, or none when
     this build starts from scratch (no build yet, or dbt --full-refresh). Only `dbt build`
-    and `dbt run` read it: compiling (dbt compile) shows the full-build SQL and needs no
-    database. `./dev.sh lint` sets USERCOUNTS_LINT_LAST_BUILD to have sqlfluff's compile
-    read it too (from its scratch build), so that the SQL depending on it is linted. -#}
+    and `dbt run` read it (other commands show the full-build SQL), unless
+    USERCOUNTS_LINT_LAST_BUILD is set to anything: `./dev.sh lint` sets it so that sqlfluff's
+    compile reads its scratch build's, and lints the models' SQL that depends on it. -#}
 {% macro previous_build() %}
     {%- if not execute or flags.FULL_REFRESH or (
         flags.WHICH not in ('build', 'run') and env_var('USERCOUNTS_LINT_LAST_BUILD', '') == ''

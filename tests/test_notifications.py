@@ -471,20 +471,20 @@ def test_the_least_active_are_the_ten_never_seen_or_seen_longest_ago(
     another instance: its latest sighting counts). The 10 listed leave out the two seen
     most recently, u12 and u02. The rows are written by hand into a table with the columns
     of the mart the story's nights built, so that it cannot drift from the real one."""
-    con = duckdb.connect()
-    con.execute("attach ? as built (read_only)", [str(story["settings"].published_path)])
-    con.execute("create schema marts")
-    con.execute("create table marts.user_last_seen as from built.marts.user_last_seen limit 0")
     seen = [("I1", "u01", None)]
     seen += [("I1", f"u{n:02d}", datetime(2026, 1, n, 9)) for n in range(2, 13)]
     seen.append(("I2", "u02", datetime(2026, 1, 20, 9)))
-    con.executemany(
-        "insert into marts.user_last_seen by name "
-        "select 'P' as plan_id, ? as instance_id, ? as user_id, 'active' as access_status, "
-        "? as last_seen_at",
-        seen,
-    )
-    listed = [user[0] for user in notify.least_active_users(con, ["P"])["P"]]
+    with duckdb.connect() as con:  # closed even when the test fails: it attaches a real file
+        con.execute("attach ? as built (read_only)", [str(story["settings"].published_path)])
+        con.execute("create schema marts")
+        con.execute("create table marts.user_last_seen as from built.marts.user_last_seen limit 0")
+        con.executemany(
+            "insert into marts.user_last_seen by name "
+            "select 'P' as plan_id, ? as instance_id, ? as user_id, 'active' as access_status, "
+            "? as last_seen_at",
+            seen,
+        )
+        listed = [user[0] for user in notify.least_active_users(con, ["P"])["P"]]
     assert listed == ["u01", *(f"u{n:02d}" for n in range(3, 12))]
 
 
