@@ -186,6 +186,18 @@ def query(database: Path, sql: str, params: list[Any] | None = None) -> list[tup
         return con.execute(sql, params or []).fetchall()
 
 
+def ppid_and_state(pid: int) -> tuple[int, str] | None:
+    """A process's parent pid and state letter from /proc/PID/stat ("pid (comm) state ppid
+    ..."; comm may hold spaces and parentheses, so the fields are read after its last ")");
+    None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[1]), fields[0]
+
+
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

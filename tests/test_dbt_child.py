@@ -19,6 +19,7 @@ from conftest import (
     Landing,
     canonical_dump,
     copy_project,
+    ppid_and_state,
     query,
     run_in_project,
     settings_for,
@@ -163,13 +164,9 @@ def test_a_failing_build_on_the_parse_in_advance_reports_dbt_s_own_error(
 
 
 def running(pid: int) -> bool:
-    """Whether the process runs; not once it is a zombie or exiting (/proc/PID/stat: "pid
-    (comm) state ..."; comm may hold spaces, not ")")."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X", "x")
+    """Whether the process runs; not once it is a zombie or exiting."""
+    info = ppid_and_state(pid)
+    return info is not None and info[1] not in ("Z", "X", "x")
 
 
 # A run's data steps in a new process, on a copy of the project: dbt's child parses in

@@ -8,17 +8,11 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import duckdb
 import pytest
-from conftest import copy_project, run_in_project, wait_until
+from conftest import copy_project, ppid_and_state, query, run_in_project, wait_until
 from test_incremental import D1
 
 from usercounts.build import dbt_server, run_dbt, start_dbt_child, stop_dbt_server
-
-
-def parent_of(pid: int) -> int:
-    # /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, not ")"
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def test_dbt_commands_in_one_process_run_in_children_of_one_dbt_server(tmp_path: Path) -> None:
@@ -30,19 +24,14 @@ def test_dbt_commands_in_one_process_run_in_children_of_one_dbt_server(tmp_path:
         work_path = tmp_path / folder / ".warehouse.work.duckdb"
         child = start_dbt_child()  # the child run_dbt takes
         wait_until(lambda c=child: c.alive() and c.pid is not None, 120, "the child's pid")
-        assert child.pid is not None and parent_of(child.pid) == server.proc.pid
+        assert child.pid is not None and ppid_and_state(child.pid)[0] == server.proc.pid
         run_dbt("seed", work_path, D1)
         assert child.returncode == 0
         assert sorted(p.name for p in work_path.parent.glob("*.wal")) == []
-        assert query_work(work_path, "select count(*) > 0 from seeds.tier_ladder") == [(True,)]
+        assert query(work_path, "select count(*) > 0 from seeds.tier_ladder") == [(True,)]
         children.append(child.pid)
     assert dbt_server() is server
     assert len(set(children)) == 2
-
-
-def query_work(work_path: Path, sql: str) -> list[tuple]:
-    with duckdb.connect(str(work_path), read_only=True) as con:
-        return con.execute(sql).fetchall()
 
 
 @pytest.mark.parametrize("end", ["killed", "stopped"])
@@ -58,7 +47,7 @@ def test_a_dbt_server_that_ended_is_replaced_by_the_next_command(tmp_path: Path,
     work_path = tmp_path / "home" / ".warehouse.work.duckdb"
     run_dbt("seed", work_path, D1)
     assert dbt_server() is not dead
-    assert query_work(work_path, "select count(*) > 0 from seeds.tier_ladder") == [(True,)]
+    assert query(work_path, "select count(*) > 0 from seeds.tier_ladder") == [(True,)]
 
 
 # A dbt command in a new process on a copy of the project whose dbt cannot be imported.

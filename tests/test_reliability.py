@@ -31,6 +31,7 @@ from conftest import (
     Landing,
     build_warehouse,
     canonical_dump,
+    ppid_and_state,
     query,
     run_cli,
     validations_without_page,
@@ -51,18 +52,9 @@ INNER_POINTS = {"load": ["load:files"], "dbt build": [DBT_CHILD], "publish": ["p
 # ---------------------------------------------------------------------------- processes
 
 
-def _ppid_and_state(pid: int) -> tuple[int, str] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[1]), fields[0]
-
-
 def alive(pid: int) -> bool:
     """True while the process exists and is not a zombie (killed, waiting to be reaped)."""
-    info = _ppid_and_state(pid)
+    info = ppid_and_state(pid)
     return info is not None and info[1] != "Z"
 
 
@@ -70,7 +62,7 @@ def descendants(pid: int) -> set[int]:
     """Every live process below pid."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (info := _ppid_and_state(int(entry.name))):
+        if entry.name.isdigit() and (info := ppid_and_state(int(entry.name))):
             children.setdefault(info[0], []).append(int(entry.name))
     found: set[int] = set()
     todo = [pid]
