@@ -387,8 +387,12 @@ def test_file_mode_and_manifest(settings: Settings) -> None:
 
 
 def test_email_goes_to_the_org_admins_only(settings: Settings) -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
     [result], _ = export_plans(settings, ["P1"])
     [message] = outbox_messages(settings)
+    # RFC 5322's required headers, as a notification's
+    assert message["From"] and message["Message-ID"]
+    assert before <= message["Date"].datetime <= datetime.now(UTC)
     assert recipients(message) == O1_ADMINS
     assert query(
         settings.published_path, "select email from marts.org_admins where org_id = 'O1' order by 1"

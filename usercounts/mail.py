@@ -10,8 +10,9 @@ import os
 import smtplib
 import ssl
 import stat
+from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from usercounts.config import Settings
@@ -80,12 +81,15 @@ def deliver(
     to_addrs: the SMTP envelope's recipients when not every address of the headers (a retry
     to those an earlier attempt missed); an outbox file is the message as it is.
     """
-    if "Message-ID" not in message or "From" not in message:
+    # RFC 5322 requires From and Date; Message-ID names the outbox file.
+    if "Message-ID" not in message or "From" not in message or "Date" not in message:
         text = None  # the text lacks the headers added here
     if "Message-ID" not in message:
         message["Message-ID"] = make_msgid(domain="usercounts")
     if "From" not in message:
         message["From"] = settings.mail_from
+    if "Date" not in message:
+        message["Date"] = format_datetime(datetime.now(UTC))
     if settings.smtp_host:
         return _send_smtp(settings, message, to_addrs)
     return str(_write_outbox(settings.outbox_path, message, text))
