@@ -196,16 +196,14 @@
 
 {#- A post-hook for counted_users: a plan's last_seen_at is the latest of its instances' in
     user_last_seen, whose post-hook may have raised some in place (for users with
-    observations the last build did not see); inactive_since follows. -#}
+    observations the last build did not see). -#}
 {% macro raise_plan_last_seen() -%}
     {%- set previous = previous_build() if is_incremental() else none -%}
     {%- if previous is none -%}
         select 1
     {%- else -%}
         update {{ this }} as built
-        set
-            last_seen_at = seen.last_seen_at,
-            inactive_since = greatest(seen.last_seen_at, built.access_since)
+        set last_seen_at = seen.last_seen_at
         from (
             select
                 plan_id,
@@ -221,5 +219,36 @@
             built.plan_id = seen.plan_id
             and built.user_id = seen.user_id
             and built.last_seen_at is distinct from seen.last_seen_at
+    {%- endif -%}
+{%- endmacro %}
+
+{#- A post-hook for counted_users: observations the last build did not see, on an instance
+    of the plan the user has had access to, raise inactive_since in place (it is the latest
+    such sighting, or access_since when that is later). -#}
+{% macro raise_inactive_since() -%}
+    {%- set previous = previous_build() if is_incremental() else none -%}
+    {%- if previous is none -%}
+        select 1
+    {%- else -%}
+        update {{ this }} as built
+        set inactive_since = seen.seen_at
+        from (
+            select
+                instances.plan_id,
+                unseen.user_id,
+                max(unseen.last_seen_at) as seen_at
+            from ({{ last_seen_not_yet_built(previous) }}) as unseen
+            inner join {{ ref('stg_landing__instances') }} as instances
+                on unseen.instance_id = instances.instance_id
+            where exists (
+                select 1 from {{ ref('int_access_state_intervals') }} as spans
+                where spans.instance_id = unseen.instance_id and spans.user_id = unseen.user_id
+            )
+            group by instances.plan_id, unseen.user_id
+        ) as seen
+        where
+            built.plan_id = seen.plan_id
+            and built.user_id = seen.user_id
+            and built.inactive_since < seen.seen_at
     {%- endif -%}
 {%- endmacro %}

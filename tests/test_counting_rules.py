@@ -47,7 +47,7 @@ def write_scenario(landing: Landing) -> None:
         for p in [
             "P_DUP", "P_ORD", "P_SAME", "P_IG", "P_IR", "P_RWA", "P_GWA", "P_IWA",
             "P_TWO", "P_X1", "P_OFF", "P_MID", "P_AFTER", "P_LATE", "P_BAD",
-            "P_PQ", "P_BILL", "P_REGRANT", "P_WIN_A", "P_WIN_B", "P_MIX",
+            "P_PQ", "P_BILL", "P_REGRANT", "P_WIN_A", "P_WIN_B", "P_MIX", "P_MOVE",
         ]
     ]  # fmt: skip
     plans += [plan(p, 5) for p in THRESHOLD_PLANS]
@@ -94,6 +94,7 @@ def write_scenario(landing: Landing) -> None:
         {"instance_id": "I_TWO_B", "plan_id": "P_TWO", "instance_name": "two b"},
         {"instance_id": "", "plan_id": "P_TWO", "instance_name": "no id"},
         {"instance_id": "I_MIX_B", "plan_id": "P_MIX", "instance_name": "mix b"},
+        {"instance_id": "I_MOVE_B", "plan_id": "P_MOVE", "instance_name": "move b"},
         # Within one file the later row wins: I_WIN is P_WIN_B's.
         {"instance_id": "I_WIN", "plan_id": "P_WIN_A", "instance_name": "win"},
         {"instance_id": "I_WIN", "plan_id": "P_WIN_B", "instance_name": "win"},
@@ -228,6 +229,17 @@ def write_scenario(landing: Landing) -> None:
         ev("RG1", "2025-01-10T00:00:00Z", "I_REGRANT", "u1", "grant"),
         ev("RG2", "2025-03-01T10:00:00Z", "I_REGRANT", "u1", "revoke"),
         ev("RG3", "2025-03-01T10:00:00Z", "I_REGRANT", "u1", "grant"),
+        # Moved from one instance of P_MOVE to the other: u1 at one instant, u2 with an
+        # overlap (seen on I_MOVE before leaving it), u3 after a gap without access.
+        ev("MV1", "2025-01-10T00:00:00Z", "I_MOVE", "u1", "grant"),
+        ev("MV2", "2025-04-01T10:00:00Z", "I_MOVE", "u1", "revoke"),
+        ev("MV3", "2025-04-01T10:00:00Z", "I_MOVE_B", "u1", "grant"),
+        ev("MV4", "2025-01-10T00:00:00Z", "I_MOVE", "u2", "grant"),
+        ev("MV5", "2025-03-01T00:00:00Z", "I_MOVE_B", "u2", "grant"),
+        ev("MV6", "2025-05-01T00:00:00Z", "I_MOVE", "u2", "revoke"),
+        ev("MV7", "2025-01-10T00:00:00Z", "I_MOVE", "u3", "grant"),
+        ev("MV8", "2025-02-01T00:00:00Z", "I_MOVE", "u3", "revoke"),
+        ev("MV9", "2025-02-15T00:00:00Z", "I_MOVE_B", "u3", "grant"),
         # Active on one instance of the plan and invited on the other: active.
         ev("MX1", "2025-01-10T00:00:00Z", "I_MIX", "u1", "grant"),
         ev("MX2", "2025-01-12T00:00:00Z", "I_MIX_B", "u1", "invite"),
@@ -287,6 +299,8 @@ def write_scenario(landing: Landing) -> None:
             {"instance_id": "I_TWO_B", "user_id": "u1", "last_seen_at": "2025-05-31T23:59:59Z"},
             {"instance_id": "I_TWO_B", "user_id": "u1", "last_seen_at": "2025-04-01T00:00:00Z"},
             {"instance_id": "I_TWO_B", "user_id": "u2", "last_seen_at": "whenever"},
+            {"instance_id": "I_MOVE", "user_id": "u2", "last_seen_at": "2025-04-20T08:00:00Z"},
+            {"instance_id": "I_MOVE", "user_id": "u3", "last_seen_at": "2025-01-20T08:00:00Z"},
         ],
     )
 
@@ -450,6 +464,40 @@ def test_same_instant_revoke_and_grant_keep_access_since(warehouse: Path) -> Non
         "where plan_id = 'P_REGRANT'",
     ) == [("u1", datetime(2025, 1, 10), 171)]
     assert closings(warehouse, "P_REGRANT")["2025-03"] == (1, 1, 0, 0, 0)
+
+
+def test_a_move_between_the_plans_instances_keeps_its_access_and_sightings(
+    warehouse: Path,
+) -> None:
+    # DECISIONLOG "Inactive-user candidates": access to the plan as a whole, sightings on
+    # any of its instances the user has had access to.
+    assert query(
+        warehouse,
+        "select user_id, access_since, last_seen_at, inactive_since, days_inactive "
+        "from marts.counted_users where plan_id = 'P_MOVE' order by user_id",
+    ) == [
+        # moved at one instant: access unbroken since January 10, never seen
+        ("u1", datetime(2025, 1, 10), None, datetime(2025, 1, 10), 171),
+        # seen on I_MOVE on April 20, while on both: not seen on I_MOVE_B, but not inactive
+        ("u2", datetime(2025, 1, 10), None, datetime(2025, 4, 20, 8), 71),
+        # a gap without access: access began again on February 15, after the sighting
+        ("u3", datetime(2025, 2, 15), None, datetime(2025, 2, 15), 135),
+    ]
+    assert query(
+        warehouse,
+        "select user_id, cumulative_users from marts.inactive_user_candidates "
+        "where plan_id = 'P_MOVE' order by cumulative_users",
+    ) == [("u1", 1), ("u3", 2)]
+    # each instance's own access is unchanged: user_last_seen has the instance they are on
+    assert query(
+        warehouse,
+        "select user_id, instance_id, access_since from marts.user_last_seen "
+        "where plan_id = 'P_MOVE' order by user_id",
+    ) == [
+        ("u1", "I_MOVE_B", datetime(2025, 4, 1, 10)),
+        ("u2", "I_MOVE_B", datetime(2025, 3, 1)),
+        ("u3", "I_MOVE_B", datetime(2025, 2, 15)),
+    ]
 
 
 def test_active_on_one_instance_and_invited_on_another_is_active(warehouse: Path) -> None:

@@ -5,6 +5,7 @@
     pre_hook="{{ delete_user_rows_to_recompute(admins=true) }}",
     post_hook=[
         "{{ raise_plan_last_seen() }}",
+        "{{ raise_inactive_since() }}",
         "{{ update_days_to_as_of({
             'days_since_last_seen': 'last_seen_at', 'days_inactive': 'inactive_since'
         }) }}",
@@ -20,8 +21,8 @@
 -- last seen on any of the plan's instances, since when they have access, and the org-level
 -- facts the users export shows (added to org, org admin).
 -- Incremental: the rows of the users in int_users_changed are computed again (all rows when
--- a plan or the org admins changed, macros/incremental.sql); a later last-seen and the day
--- counts are updated in place by the post-hooks.
+-- a plan or the org admins changed, macros/incremental.sql); a later last-seen, the
+-- inactive-since it raises and the day counts are updated in place by the post-hooks.
 with
 
 user_access as (
@@ -54,6 +55,13 @@ admins as (
     select * from {{ ref('stg_landing__org_admins') }}
 ),
 
+observations as (
+    select * from {{ ref('stg_landing__last_seen') }}
+    {%- if is_incremental() %}
+        where {{ is_user_to_recompute('user_id') }}
+    {%- endif %}
+),
+
 access_per_plan as (
     select
         org_id,
@@ -61,10 +69,72 @@ access_per_plan as (
         user_id,
         count(*) as instances_with_access,
         bool_and(access_status = 'invited') as is_invited_only,
-        min(access_since) as access_since,
         max(last_seen_at) as last_seen_at
     from user_access
     group by org_id, plan_id, user_id
+),
+
+-- The user's spans on the plan's instances, for the access to the plan as a whole: a user
+-- moved from one instance of the plan to another has had access to the plan throughout.
+plan_spans as (
+    select
+        instances.plan_id,
+        spans.user_id,
+        spans.instance_id,
+        spans.valid_from,
+        spans.valid_to
+    from spans
+    inner join instances on spans.instance_id = instances.instance_id
+),
+
+-- A span starts a new run of access to the plan when it begins after every earlier span of
+-- the plan has ended. A span holds for valid_from < t <= valid_to, so one that begins as
+-- another ends continues the run (no instant without access, as on one instance).
+plan_span_starts as (
+    select
+        plan_id,
+        user_id,
+        valid_from,
+        max(coalesce(valid_to, cast('infinity' as timestamp))) over (
+            partition by plan_id, user_id
+            order by valid_from
+            rows between unbounded preceding and 1 preceding
+        ) as covered_until
+    from plan_spans
+),
+
+-- the start of the run of access to the plan that holds at A (the latest run)
+plan_access_since as (
+    select
+        plan_id,
+        user_id,
+        max(valid_from) filter (
+            where covered_until is null or valid_from > covered_until
+        ) as access_since
+    from plan_span_starts
+    group by plan_id, user_id
+),
+
+accessed_instances as (
+    select distinct
+        plan_id,
+        user_id,
+        instance_id
+    from plan_spans
+),
+
+-- The latest sighting on an instance of the plan the user has had access to, one they have
+-- left since included: a user moved to another instance was still seen on the plan.
+plan_sightings as (
+    select
+        accessed.plan_id,
+        accessed.user_id,
+        max(observations.last_seen_at) as seen_at
+    from accessed_instances as accessed
+    inner join observations
+        on accessed.instance_id = observations.instance_id
+            and accessed.user_id = observations.user_id
+    group by accessed.plan_id, accessed.user_id
 ),
 
 -- the first instant the user had access (invited or active) to any instance of the org
@@ -86,13 +156,20 @@ admin_emails as (
     from admins
 ),
 
--- inactive since the last sighting, or since access began when that is later (never seen,
--- or seen only before the current access began)
+-- inactive since the last sighting on the plan, or since access to it began when that is
+-- later (never seen, or seen only before the current access began)
 with_inactive_since as (
     select
-        *,
-        greatest(last_seen_at, access_since) as inactive_since
+        access_per_plan.*,
+        plan_access_since.access_since,
+        greatest(plan_sightings.seen_at, plan_access_since.access_since) as inactive_since
     from access_per_plan
+    inner join plan_access_since
+        on access_per_plan.plan_id = plan_access_since.plan_id
+            and access_per_plan.user_id = plan_access_since.user_id
+    left join plan_sightings
+        on access_per_plan.plan_id = plan_sightings.plan_id
+            and access_per_plan.user_id = plan_sightings.user_id
 ),
 
 final as (
