@@ -869,6 +869,21 @@ def pending_in_a_state_file(tmp_path: Path, ids: list[str] | None = None) -> Set
     return settings
 
 
+def test_an_outbox_that_cannot_be_written_is_a_failed_send_retried_later(tmp_path: Path) -> None:
+    """As an SMTP server that cannot be reached: the row is failed with the reason, and the
+    next attempt, the outbox usable again, files it once."""
+    settings = pending_in_a_state_file(tmp_path)
+    settings.outbox_path.write_text("a file where the outbox folder should be\n")
+    assert notify.deliver_unsent(settings) == 1
+    assert query(settings.state_path, "select status, last_error from notification_log") == [
+        ("failed", f"temporary: outbox {settings.outbox_path}: File exists")
+    ]
+    settings.outbox_path.unlink()
+    assert notify.deliver_unsent(settings) == 1
+    assert query(settings.state_path, "select status from notification_log") == [("sent",)]
+    assert len(list(settings.outbox_path.glob("*.eml"))) == 1
+
+
 def test_a_state_file_of_an_older_version_gains_delivered_to(tmp_path: Path) -> None:
     """A state file written before `delivered_to` existed: delivering its unsent row adds
     the column (deliver_unsent may be the first to open the file in this version)."""

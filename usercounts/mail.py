@@ -122,11 +122,17 @@ def _send_smtp(settings: Settings, message: EmailMessage, to_addrs: list[str] | 
 
 def _write_outbox(outbox: Path, message: EmailMessage, text: str | None = None) -> Path:
     """Write an RFC 5322 .eml file named after the Message-ID, atomically: `text` when
-    given (the message serialized already), else the message serialized now."""
-    outbox.mkdir(parents=True, exist_ok=True)
+    given (the message serialized already), else the message serialized now.
+
+    An outbox that cannot be written (a file in its place, no permission, a full disk) is a
+    failed delivery, as an SMTP server that cannot be reached: retried by the next run."""
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in message["Message-ID"])
     path = outbox / f"{name.strip('_')}.eml"
     tmp = path.with_suffix(".eml.tmp")
-    tmp.write_bytes(text.encode() if text is not None else message.as_bytes())
-    os.replace(tmp, path)
+    try:
+        outbox.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(text.encode() if text is not None else message.as_bytes())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DeliveryError(f"outbox {outbox}: {exc.strerror or exc}") from exc
     return path
