@@ -17,6 +17,7 @@ from conftest import canonical_dump, query, run_cli
 
 from usercounts.config import DEMO_LANDING, PROJECT_ROOT, Settings
 from usercounts.lock import run_lock
+from usercounts.views import format_table
 
 AS_OF = "2026-11-20"
 
@@ -96,6 +97,17 @@ def test_counts_into_a_reader_that_stops_early_ends_quietly(demo_run: Path) -> N
         stderr = process.stderr.read().decode()
         assert process.wait(timeout=120) == 1
     assert stderr == ""
+
+
+def test_a_table_shows_control_characters_in_values_as_spaces() -> None:
+    """A name with a line break, a tab or a terminal escape stays on its row."""
+    table = format_table(["n", "name"], [(1, "Ann\nLee\t\x1b[2Jx"), (22, None)], right={0})
+    assert table.splitlines() == [
+        " n  name",
+        "--  -------------",
+        " 1  Ann Lee  [2Jx",
+        "22",
+    ]
 
 
 def test_counts_for_an_unknown_plan_fails_clearly(demo_run: Path) -> None:

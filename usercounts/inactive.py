@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 
 from usercounts.export import ExportRefused, load_plan, missing_mart, plural
-from usercounts.views import format_table, open_published
+from usercounts.views import format_table, on_one_line, open_published
 
 CANDIDATE_COLUMNS = (
     "cumulative_users, user_id, display_name, email, last_seen_at, days_inactive, "
@@ -69,8 +69,10 @@ def print_inactive(published: Path, plan_id: str, days: int, limit: int | None =
             print(f"usercounts: error: {missing_mart(exc)}", file=sys.stderr)
             return 1
     print(
-        f"{plan.plan_name} ({plan.plan_id}, org {plan.org_id}): {count} of {tier} users, "
-        f"{status}, as of {plan.as_of_date.isoformat()}"
+        on_one_line(
+            f"{plan.plan_name} ({plan.plan_id}, org {plan.org_id}): {count} of {tier} users, "
+            f"{status}, as of {plan.as_of_date.isoformat()}"
+        )
     )
     print(f"  must go: {for_80} to be under 80% of the tier, {for_limit} to be at most the tier")
     print(

@@ -3,6 +3,7 @@ over the state file's notification log."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -18,9 +19,19 @@ def open_published(path: Path) -> duckdb.DuckDBPyConnection:
     return duckdb.connect(str(path), read_only=True)
 
 
+# Control characters in a value from the data (a line break or tab in a name, a terminal
+# escape sequence) would break the table's rows or reach the terminal: each becomes a space.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def on_one_line(value: object) -> str:
+    """A value from the data as one line of a terminal view."""
+    return CONTROL_CHARACTERS.sub(" ", str(value))
+
+
 def format_table(headers: list[str], rows: list[tuple], right: set[int]) -> str:
     """Plain aligned columns; numbers right-aligned."""
-    cells = [headers] + [["" if v is None else str(v) for v in row] for row in rows]
+    cells = [headers] + [["" if v is None else on_one_line(v) for v in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
@@ -48,7 +59,11 @@ def print_counts(published: Path, plan_id: str | None, months: int = 12) -> int:
             print(f"usercounts: error: no plan {plan_id!r} in {published}", file=sys.stderr)
             return 1
         for pid, name, org, count, tier, status, as_of in plans:
-            print(f"{name} ({pid}, org {org}): {count} of {tier} users, {status}, as of {as_of}")
+            print(
+                on_one_line(
+                    f"{name} ({pid}, org {org}): {count} of {tier} users, {status}, as of {as_of}"
+                )
+            )
             rows = con.execute(
                 """
                 select
