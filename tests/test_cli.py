@@ -101,10 +101,10 @@ def test_counts_into_a_reader_that_stops_early_ends_quietly(demo_run: Path) -> N
 
 def test_a_table_shows_control_characters_in_values_as_spaces() -> None:
     """A name with a line break, a tab or a terminal escape stays on its row."""
-    table = format_table(["n", "name"], [(1, "Ann\nLee\t\x1b[2Jx"), (22, None)], right={0})
+    table = format_table(["n", "name"], [(1, "Ann\nLee\t\x1b[2Jx\u2028\u202e"), (22, None)], {0})
     assert table.splitlines() == [
         " n  name",
-        "--  -------------",
+        "--  ---------------",
         " 1  Ann Lee  [2Jx",
         "22",
     ]

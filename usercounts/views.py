@@ -20,8 +20,9 @@ def open_published(path: Path) -> duckdb.DuckDBPyConnection:
 
 
 # Control characters in a value from the data (a line break or tab in a name, a terminal
-# escape sequence) would break the table's rows or reach the terminal: each becomes a space.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# escape sequence, a Unicode line separator or direction override) would break the
+# table's rows, reach the terminal or reorder what it shows: each becomes a space.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def on_one_line(value: object) -> str:
