@@ -95,6 +95,7 @@ def write_scenario(landing: Landing) -> None:
         {"instance_id": "", "plan_id": "P_TWO", "instance_name": "no id"},
         {"instance_id": "I_MIX_B", "plan_id": "P_MIX", "instance_name": "mix b"},
         {"instance_id": "I_MOVE_B", "plan_id": "P_MOVE", "instance_name": "move b"},
+        {"instance_id": "I_MOVE_C", "plan_id": "P_MOVE", "instance_name": "move c"},
         # Within one file the later row wins: I_WIN is P_WIN_B's.
         {"instance_id": "I_WIN", "plan_id": "P_WIN_A", "instance_name": "win"},
         {"instance_id": "I_WIN", "plan_id": "P_WIN_B", "instance_name": "win"},
@@ -229,8 +230,9 @@ def write_scenario(landing: Landing) -> None:
         ev("RG1", "2025-01-10T00:00:00Z", "I_REGRANT", "u1", "grant"),
         ev("RG2", "2025-03-01T10:00:00Z", "I_REGRANT", "u1", "revoke"),
         ev("RG3", "2025-03-01T10:00:00Z", "I_REGRANT", "u1", "grant"),
-        # Moved from one instance of P_MOVE to the other: u1 at one instant, u2 with an
-        # overlap (seen on I_MOVE before leaving it), u3 after a gap without access.
+        # Moved from one instance of P_MOVE to another: u1 at one instant, u2 with an
+        # overlap (seen on I_MOVE before leaving it), u3 after a gap without access; u4's
+        # access to I_MOVE_B breaks while I_MOVE's lasts, so the plan's is unbroken.
         ev("MV1", "2025-01-10T00:00:00Z", "I_MOVE", "u1", "grant"),
         ev("MV2", "2025-04-01T10:00:00Z", "I_MOVE", "u1", "revoke"),
         ev("MV3", "2025-04-01T10:00:00Z", "I_MOVE_B", "u1", "grant"),
@@ -240,6 +242,11 @@ def write_scenario(landing: Landing) -> None:
         ev("MV7", "2025-01-10T00:00:00Z", "I_MOVE", "u3", "grant"),
         ev("MV8", "2025-02-01T00:00:00Z", "I_MOVE", "u3", "revoke"),
         ev("MV9", "2025-02-15T00:00:00Z", "I_MOVE_B", "u3", "grant"),
+        ev("MV10", "2025-01-05T00:00:00Z", "I_MOVE", "u4", "grant"),
+        ev("MV11", "2025-01-10T00:00:00Z", "I_MOVE_B", "u4", "grant"),
+        ev("MV12", "2025-01-20T00:00:00Z", "I_MOVE_B", "u4", "revoke"),
+        ev("MV13", "2025-02-15T00:00:00Z", "I_MOVE_B", "u4", "grant"),
+        ev("MV14", "2025-03-01T00:00:00Z", "I_MOVE", "u4", "revoke"),
         # Active on one instance of the plan and invited on the other: active.
         ev("MX1", "2025-01-10T00:00:00Z", "I_MIX", "u1", "grant"),
         ev("MX2", "2025-01-12T00:00:00Z", "I_MIX_B", "u1", "invite"),
@@ -301,6 +308,8 @@ def write_scenario(landing: Landing) -> None:
             {"instance_id": "I_TWO_B", "user_id": "u2", "last_seen_at": "whenever"},
             {"instance_id": "I_MOVE", "user_id": "u2", "last_seen_at": "2025-04-20T08:00:00Z"},
             {"instance_id": "I_MOVE", "user_id": "u3", "last_seen_at": "2025-01-20T08:00:00Z"},
+            # on an instance of P_MOVE u1 never had access to: not a sighting on the plan
+            {"instance_id": "I_MOVE_C", "user_id": "u1", "last_seen_at": "2025-06-01T08:00:00Z"},
         ],
     )
 
@@ -482,12 +491,14 @@ def test_a_move_between_the_plans_instances_keeps_its_access_and_sightings(
         ("u2", datetime(2025, 1, 10), None, datetime(2025, 4, 20, 8), 71),
         # a gap without access: access began again on February 15, after the sighting
         ("u3", datetime(2025, 2, 15), None, datetime(2025, 2, 15), 135),
+        # I_MOVE (January 5 - March 1) spans I_MOVE_B's gap (January 20 - February 15)
+        ("u4", datetime(2025, 1, 5), None, datetime(2025, 1, 5), 176),
     ]
     assert query(
         warehouse,
         "select user_id, cumulative_users from marts.inactive_user_candidates "
         "where plan_id = 'P_MOVE' order by cumulative_users",
-    ) == [("u1", 1), ("u3", 2)]
+    ) == [("u4", 1), ("u1", 2), ("u3", 3)]
     # each instance's own access is unchanged: user_last_seen has the instance they are on
     assert query(
         warehouse,
@@ -497,6 +508,7 @@ def test_a_move_between_the_plans_instances_keeps_its_access_and_sightings(
         ("u1", "I_MOVE_B", datetime(2025, 4, 1, 10)),
         ("u2", "I_MOVE_B", datetime(2025, 3, 1)),
         ("u3", "I_MOVE_B", datetime(2025, 2, 15)),
+        ("u4", "I_MOVE_B", datetime(2025, 2, 15)),
     ]
 
 

@@ -478,20 +478,32 @@ def test_a_sighting_from_before_access_began_alone_keeps_inactive_since(nights: 
 def test_a_sighting_on_an_instance_the_user_left_raises_inactive_since_in_place(
     tmp_path: Path,
 ) -> None:
-    # u1 moved from I1 to I2 (both P1's) and was never seen on I2. A night that brings only
-    # a sighting on I1 from before the move updates u1's row in place, as a rebuild has it.
+    # u1 moved from I1 to I2 (both P1's) and was never seen on I2; u1 is on P2's I9 too. A
+    # night that brings only sightings updates u1's rows in place, as a rebuild has them:
+    # on I1 from before the move (P1's row), on I3, P1's but never u1's (no row), on I9
+    # (P2's row only).
     landing = Landing(tmp_path / "landing")
-    landing.write("plans", [landing.plan("P1", 10)], name="p_1.csv")
-    instances = [{"instance_id": "I1", "plan_id": "P1"}, {"instance_id": "I2", "plan_id": "P1"}]
+    landing.write("plans", [landing.plan("P1", 10), landing.plan("P2", 10)], name="p_1.csv")
+    instances = [
+        {"instance_id": "I1", "plan_id": "P1"},
+        {"instance_id": "I2", "plan_id": "P1"},
+        {"instance_id": "I3", "plan_id": "P1"},
+        {"instance_id": "I9", "plan_id": "P2"},
+    ]
     landing.write("instances", instances, name="i_1.csv")
     moved = [
         ev("m1", "2025-01-05T09:00:00Z", "I1", "u1", "grant"),
         ev("m2", "2025-01-10T09:00:00Z", "I2", "u1", "grant"),
         ev("m3", "2025-01-20T09:00:00Z", "I1", "u1", "revoke"),
+        ev("m4", "2025-01-06T09:00:00Z", "I9", "u1", "grant"),
     ]
     landing.write("access_events", moved, name="ev_1.csv")
     nightly = build_warehouse(landing.root, tmp_path / "nightly", D1)
-    seen = [{"instance_id": "I1", "user_id": "u1", "last_seen_at": "2025-01-15T10:00:00Z"}]
+    seen = [
+        {"instance_id": "I1", "user_id": "u1", "last_seen_at": "2025-01-15T10:00:00Z"},
+        {"instance_id": "I3", "user_id": "u1", "last_seen_at": "2025-02-20T10:00:00Z"},
+        {"instance_id": "I9", "user_id": "u1", "last_seen_at": "2025-02-10T10:00:00Z"},
+    ]
     landing.write("last_seen", seen, name="ls_1.csv")
     build_warehouse(landing.root, nightly.home, D2)
     assert builds(nightly.home)[-1] == (D2, False)
@@ -499,8 +511,12 @@ def test_a_sighting_on_an_instance_the_user_left_raises_inactive_since_in_place(
     assert canonical_dump(nightly.published_path) == canonical_dump(rebuilt.published_path)
     assert query(
         nightly.published_path,
-        "select access_since, last_seen_at, inactive_since from marts.counted_users",
-    ) == [(datetime(2025, 1, 5, 9), None, datetime(2025, 1, 15, 10))]
+        "select plan_id, access_since, last_seen_at, inactive_since from marts.counted_users "
+        "order by plan_id",
+    ) == [
+        ("P1", datetime(2025, 1, 5, 9), None, datetime(2025, 1, 15, 10)),
+        ("P2", datetime(2025, 1, 6, 9), datetime(2025, 2, 10, 10), datetime(2025, 2, 10, 10)),
+    ]
 
 
 def test_another_landing_folder_rebuilds(nights: dict, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 -- Per plan, the users counted there who have been inactive for N days or more at the as-of
 -- date D (N: var inactive_days): last seen N or more days before D on every instance of the
--- plan they can reach, or never seen (or seen only before their current access began) and
--- with access for N or more days. Most inactive first; cumulative_users is the running total,
+-- plan they have had access to (one left since included), or never seen (or seen only before
+-- their current access to the plan began) and with access to it for N or more days
+-- (counted_users.inactive_since). Most inactive first; cumulative_users is the running total,
 -- to read against plan_user_counts_current.users_to_remove_for_80 / _for_limit.
 with
 
