@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 
 from usercounts.config import Settings
-from usercounts.mail import DeliveryError, RecipientsRefused, deliver, to_addresses
+from usercounts.mail import DeliveryError, RecipientsRefused, deliver, one_line, to_addresses
 from usercounts.manifest import (
     EXPORT_LIFETIME,
     TEMP_PREFIX,
@@ -360,7 +360,7 @@ def ready_message(
     recipients: list[Address] = []
     for email, display_name in admins:
         try:
-            recipients.append(Address(display_name=_one_line(display_name), addr_spec=email))
+            recipients.append(Address(display_name=one_line(display_name or ""), addr_spec=email))
         except (ValueError, IndexError):
             warnings.append(f"org {org_id}: admin address {email!r} is not valid: not emailed")
     if not recipients:
@@ -368,7 +368,7 @@ def ready_message(
         return None
     message = EmailMessage()
     message["To"] = recipients
-    message["Subject"] = _one_line(
+    message["Subject"] = one_line(
         f"usercounts: users export ready for {results[0].plan.plan_name}"
         if len(results) == 1
         else f"usercounts: {len(results)} users exports ready for org {org_id}"
@@ -377,16 +377,12 @@ def ready_message(
     return message
 
 
-def _one_line(text: str | None) -> str:
-    return re.sub(r"\s+", " ", text or "").strip()
-
-
 def export_message_body(results: list[ExportResult]) -> str:
     """The email text: which plans, how many users, where the files are, until when."""
     lines = ["A users export is ready.", ""]
     for r in results:
         lines += [
-            f"Plan: {_one_line(r.plan.plan_name)} ({r.plan.plan_id}), org {r.plan.org_id}",
+            f"Plan: {one_line(r.plan.plan_name)} ({r.plan.plan_id}), org {r.plan.org_id}",
             f"Users counted as of {r.plan.as_of_date.isoformat()}: {r.rows}",
             f"File: {r.path}",
             f"Available until: {r.expires_at:%Y-%m-%d %H:%M} UTC (then it is deleted)",

@@ -45,6 +45,12 @@ class RecipientsRefused(DeliveryError):
         )
 
 
+def one_line(value: object) -> str:
+    """A data value made safe for a header: every run of whitespace, line breaks included,
+    becomes one space (EmailMessage would refuse a line break outright)."""
+    return " ".join(str(value).split())
+
+
 def to_addresses(message: EmailMessage) -> list[str]:
     """The addresses of the message's To header, as SMTP takes them (our messages have no
     Cc or Bcc): what a RecipientsRefused's `refused` are compared with."""

@@ -34,7 +34,7 @@ from usercounts.build import dbt_home, run_dbt
 from usercounts.config import Settings
 from usercounts.export import REFUSED_PLAN_TYPES
 from usercounts.figures import percent
-from usercounts.mail import DeliveryError, RecipientsRefused, deliver, to_addresses
+from usercounts.mail import DeliveryError, RecipientsRefused, deliver, one_line, to_addresses
 from usercounts.state import (
     FAILED,
     PENDING,
@@ -290,12 +290,6 @@ def least_active_users(
     for plan_id, *user in rows:
         by_plan.setdefault(plan_id, []).append(tuple(user))
     return by_plan
-
-
-def one_line(value: object) -> str:
-    """A data value made safe for a header: every run of whitespace, line breaks included,
-    becomes one space (EmailMessage would refuse a line break outright)."""
-    return " ".join(str(value).split())
 
 
 def long_date(day: date) -> str:
