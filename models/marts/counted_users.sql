@@ -163,12 +163,11 @@ plan_sightings as (
 added_to_org as (
     select
         plans.org_id,
-        spans.user_id,
-        min(spans.valid_from) as added_to_org_at
-    from spans
-    inner join instances on spans.instance_id = instances.instance_id
-    inner join plans on instances.plan_id = plans.plan_id
-    group by plans.org_id, spans.user_id
+        plan_spans.user_id,
+        min(plan_spans.valid_from) as added_to_org_at
+    from plan_spans
+    inner join plans on plan_spans.plan_id = plans.plan_id
+    group by plans.org_id, plan_spans.user_id
 ),
 
 admin_emails as (
@@ -178,7 +177,8 @@ admin_emails as (
     from admins
 ),
 
--- users on one of the plan's instances: that instance's access_since and sightings
+-- access to the plan began where its runs say so; for a user on one of its instances, at
+-- that instance's own access_since, and that instance's sightings are the plan's
 with_access_since as (
     select
         access_per_plan.*,
